@@ -1,0 +1,79 @@
+"""The request-scoped dependencies every endpoint takes: the caller and the DB session.
+
+The transaction belongs to the edge: it commits when the endpoint returns and
+rolls back when it raises. `scope="function"` makes the commit happen before
+the response is sent, so a client never sees success for a lost write.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from ipacs.api.middleware import SESSION_COOKIE
+from ipacs.auth.caller import Caller
+from ipacs.auth.service import Authenticator
+from ipacs.db.engine import Database
+from ipacs.errors import Unauthorized
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _parse_basic(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthorized("Malformed Basic credentials") from exc
+    username, sep, password = decoded.partition(":")
+    if not sep or not username:
+        raise Unauthorized("Malformed Basic credentials")
+    return username, password
+
+
+def get_caller(request: Request) -> Caller:
+    """Resolve Basic credentials or the session cookie; set a cookie for new sessions."""
+    authenticator: Authenticator = request.app.state.authenticator
+    cookie = request.cookies.get(SESSION_COOKIE)
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise Unauthorized("Only HTTP Basic authentication is supported")
+        username, password = _parse_basic(value)
+        result = authenticator.from_basic(username, password, client_address(request), cookie)
+        if result.new_session_token:
+            request.state.new_session_token = result.new_session_token
+        request.state.caller = result.caller
+        return result.caller
+    if cookie:
+        caller = authenticator.from_session(cookie)
+        if caller is not None:
+            request.state.caller = caller
+            return caller
+    raise Unauthorized()
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    database: Database = request.app.state.database
+    session = database.session(write=request.method not in SAFE_METHODS)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+CurrentUser = Annotated[Caller, Depends(get_caller)]
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]

@@ -1,0 +1,113 @@
+"""ASGI middleware: the session cookie, security headers and body-size limit."""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from starlette.exceptions import HTTPException
+
+from ipacs.config import Settings
+from ipacs.errors import PayloadTooLarge, error_response
+
+SESSION_COOKIE = "ipacs_session"
+
+
+class SessionCookieMiddleware:
+    """Sets `ipacs_session` on any response whose request opened a session.
+
+    Done here rather than in the endpoint so it also reaches streamed and
+    error responses, however the endpoint built its response.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.secure = settings.cookie_secure
+        self.max_age = settings.session_absolute_lifetime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                token = scope.get("state", {}).get("new_session_token")
+                if token:
+                    headers = MutableHeaders(scope=message)
+                    cookie = f"{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={self.max_age}"
+                    if self.secure:
+                        cookie += "; Secure"
+                    headers.append("set-cookie", cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("x-content-type-options", "nosniff")
+                headers.setdefault("x-frame-options", "DENY")
+                headers.setdefault("referrer-policy", "no-referrer")
+                if path.endswith("/docs"):
+                    headers.setdefault(
+                        "content-security-policy",
+                        "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+                        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
+                        "https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'",
+                    )
+                else:
+                    headers.setdefault("content-security-policy", "default-src 'none'; frame-ancestors 'none'")
+                    headers.setdefault("cache-control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over the limit with 413, by Content-Length or while streaming.
+
+    Paths ending in one of `exempt_suffixes` (DICOM uploads) enforce their own,
+    larger limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_suffixes: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt = exempt_suffixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or (self.exempt and path.endswith(self.exempt)):
+            await self.app(scope, receive, send)
+            return
+        message = f"Request body exceeds {self.max_bytes} bytes"
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await error_response(PayloadTooLarge(message))(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException passes through FastAPI's body parsing
+                    # untouched and is rendered by the error handler as 413.
+                    raise HTTPException(status_code=413, detail=message)
+            return msg
+
+        await self.app(scope, limited_receive, send)

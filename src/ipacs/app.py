@@ -1,0 +1,73 @@
+"""create_app(): routers, middleware, error handlers and the process's shared state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import PlainTextResponse
+
+from ipacs import __version__
+from ipacs.api.middleware import (
+    BodySizeLimitMiddleware,
+    SecurityHeadersMiddleware,
+    SessionCookieMiddleware,
+)
+from ipacs.auth import endpoints as auth_endpoints
+from ipacs.auth.service import Authenticator
+from ipacs.config import Settings, get_settings
+from ipacs.db.engine import Database
+from ipacs.errors import install_error_handlers
+from ipacs.users import endpoints as user_endpoints
+
+API_PREFIX = "/api/v1.0"
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if database is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(
+            settings.effective_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        database.dispose()
+
+    app = FastAPI(
+        title="iPACS",
+        version=__version__,
+        description="Research-imaging archive: projects, patients, studies and datapoints.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.authenticator = Authenticator(settings, database)
+
+    install_error_handlers(app)
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(auth_endpoints.router)
+    api.include_router(user_endpoints.router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse)
+    def healthz() -> str:
+        """Liveness: answers without authentication."""
+        return "ok"
+
+    # Outermost last: the cookie and headers reach every response, errors included.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, exempt_suffixes=("/dicom",))
+    app.add_middleware(SessionCookieMiddleware, settings=settings)
+    app.add_middleware(SecurityHeadersMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory uvicorn workers call (`ipacs.app:create_app_from_env`)."""
+    return create_app()

@@ -1,0 +1,1 @@
+"""Who is calling: HTTP Basic and session cookies resolved to a `Caller`."""

@@ -1,0 +1,201 @@
+"""The `ipacs` command: serve, db, user, demo.
+
+Every command opens its own transactions around the same services the HTTP
+API uses, so the command line follows the same rules and leaves the same
+audit trail.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from ipacs.auth.passwords import MIN_PASSWORD_LENGTH, Passwords
+from ipacs.config import Settings, get_settings
+from ipacs.db.engine import Database
+from ipacs.db.migrate import upgrade_to_head
+from ipacs.errors import IpacsError
+from ipacs.users import repository as user_repository
+from ipacs.users import service as user_service
+from ipacs.users.schemas import UserCreate, UserUpdate
+
+app = typer.Typer(help="iPACS research-imaging archive.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+user_app = typer.Typer(help="User accounts on this server's database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _database(settings: Settings) -> Database:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Database(settings.effective_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+
+
+@contextmanager
+def _transaction(settings: Settings) -> Iterator[Session]:
+    database = _database(settings)
+    try:
+        with database.session(write=True) as session, session.begin():
+            yield session
+    except IpacsError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        err_console.print(f"[red]error:[/red] a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise typer.Exit(1)
+    return password
+
+
+def prepare_database(settings: Settings) -> None:
+    """Migrate to the current schema and create the first administrator if none exists."""
+    database = _database(settings)
+    try:
+        upgrade_to_head(database.engine)
+        admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
+        with database.session(write=True) as session, session.begin():
+            generated = user_service.ensure_admin(
+                session, settings.admin_username, admin_password, Passwords(settings)
+            )
+    finally:
+        database.dispose()
+    if generated:
+        # Printed once, to the console only: never logged, never stored.
+        err_console.print(
+            f"[bold yellow]Created administrator {settings.admin_username!r} with password: "
+            f"{generated}[/bold yellow]\nStore it now; it is not shown again."
+        )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (IPACS_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (IPACS_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="server processes (IPACS_WORKERS)")] = None,
+) -> None:
+    """Start the HTTP API (and the DICOM receiver), migrating the database first."""
+    import uvicorn
+
+    for name, value in (("IPACS_HOST", host), ("IPACS_PORT", port), ("IPACS_WORKERS", workers)):
+        if value is not None:
+            os.environ[name] = str(value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    prepare_database(settings)
+    err_console.print(f"iPACS on http://{settings.host}:{settings.port}/api/v1.0 (data: {settings.data_dir})")
+    uvicorn.run(
+        "ipacs.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers if settings.workers > 1 else None,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=5,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database to the current schema revision."""
+    settings = get_settings()
+    database = _database(settings)
+    try:
+        upgrade_to_head(database.engine)
+    finally:
+        database.dispose()
+    console.print("database is at the current revision")
+
+
+@user_app.command("create")
+def user_create(
+    username: str,
+    full_name: Annotated[str, typer.Option(help="display name")] = "",
+    email: Annotated[str | None, typer.Option()] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="system administrator")] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+) -> None:
+    """Create an account (the password is prompted for, or read from stdin)."""
+    settings = get_settings()
+    password = _read_password(password_stdin)
+    try:
+        data = UserCreate(username=username, password=password, full_name=full_name, email=email, is_admin=admin)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    with _transaction(settings) as session:
+        user_service.create_user(session, None, data, Passwords(settings))
+    console.print(f"created user {username}")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List accounts."""
+    from sqlalchemy import select
+
+    from ipacs.models import User
+
+    settings = get_settings()
+    with _transaction(settings) as session:
+        users = list(session.scalars(select(User).order_by(User.id)))
+    table = Table("id", "username", "full name", "admin", "active")
+    for u in users:
+        table.add_row(str(u.id), u.username, u.full_name, "yes" if u.is_admin else "", "yes" if u.is_active else "no")
+    console.print(table)
+
+
+@user_app.command("passwd")
+def user_passwd(
+    username: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+) -> None:
+    """Set a new password; the user's sessions end."""
+    settings = get_settings()
+    password = _read_password(password_stdin)
+    with _transaction(settings) as session:
+        user_service.update_user(session, None, username, UserUpdate(password=password), Passwords(settings))
+    console.print(f"password changed for {username}")
+
+
+@user_app.command("disable")
+def user_disable(username: str) -> None:
+    """Disable an account; its sessions end at once."""
+    settings = get_settings()
+    with _transaction(settings) as session:
+        user_service.disable_user(session, None, username)
+    console.print(f"disabled {username}")
+
+
+@user_app.command("enable")
+def user_enable(username: str) -> None:
+    """Enable a disabled account."""
+    settings = get_settings()
+    with _transaction(settings) as session:
+        if user_repository.get_by_username(session, username) is None:
+            err_console.print(f"[red]error:[/red] no user {username!r}")
+            raise typer.Exit(1)
+        user_service.update_user(session, None, username, UserUpdate(is_active=True), Passwords(settings))
+    console.print(f"enabled {username}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,199 @@
+"""The IpacsError tree and the handlers that render every error as `invalidRequest`.
+
+Every error the API returns, from our own services, from request validation,
+from routing (404/405) or from a bug (500), leaves through `error_body`, so a
+client only ever has one error shape to parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("ipacs.errors")
+
+
+class IpacsError(Exception):
+    status = 400
+    code = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+
+class InvalidRequest(IpacsError):
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidQuery(InvalidRequest):
+    """A StringQuery that does not lex, parse or type-check; carries the position."""
+
+    def __init__(self, message: str, position: int, query: str = "") -> None:
+        caret = f"\n{query}\n{' ' * position}^" if query else ""
+        super().__init__(
+            f"{message} (at position {position}){caret}",
+            details=[{"position": position, "message": message}],
+        )
+        self.position = position
+
+
+class Unauthorized(IpacsError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "Authentication required") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Basic realm="iPACS"'})
+
+
+class PermissionDenied(IpacsError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(IpacsError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(IpacsError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(IpacsError):
+    status = 409
+    code = "conflict"
+
+
+class PreconditionFailed(IpacsError):
+    status = 412
+    code = "precondition_failed"
+
+    def __init__(self, message: str = "The resource changed since it was read (ETag mismatch)") -> None:
+        super().__init__(message)
+
+
+class PayloadTooLarge(IpacsError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(IpacsError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(IpacsError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class InternalError(IpacsError):
+    status = 500
+    code = "internal_error"
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"success": False, "error": code, "message": message, "details": details or []}
+
+
+def error_response(exc: IpacsError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.details),
+        status_code=exc.status,
+        headers=exc.headers,
+    )
+
+
+_HTTP_STATUS_ERRORS: dict[int, type[IpacsError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: PermissionDenied,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    # ("body", "name") -> "name"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    return ".".join(parts) or "body"
+
+
+def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
+    details = []
+    for err in errors:
+        message = str(err.get("msg", "invalid value"))
+        if err.get("type") == "extra_forbidden":
+            message = "unknown field"
+        details.append({"field": _field_name(err.get("loc", ())), "message": message})
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(IpacsError)
+    async def _ipacs(_: Request, exc: IpacsError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(list(exc.errors()))
+        fields = ", ".join(d["field"] for d in details)
+        return error_response(InvalidRequest(f"Invalid request: {fields}", details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cls = _HTTP_STATUS_ERRORS.get(exc.status_code)
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "No such resource"
+        if cls is None:
+            err = IpacsError(message, headers=dict(exc.headers or {}))
+            err.status = exc.status_code
+            err.code = "internal_error" if exc.status_code >= 500 else "invalid_request"
+        else:
+            err = cls(message)
+            err.headers.update(dict(exc.headers or {}))
+        return error_response(err)
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(_: Request, exc: StaleDataError) -> JSONResponse:
+        # A concurrent writer changed the row between our read and our write.
+        return error_response(PreconditionFailed("The resource was changed concurrently; re-read it"))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # A uniqueness race the service's own check could not see.
+        log.info("integrity error answered as 409: %s", exc.orig)
+        return error_response(Conflict("The change conflicts with existing data"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
+        return error_response(
+            InternalError(f"Internal server error (error id {error_id}); the event has been logged")
+        )

@@ -1,0 +1,1 @@
+"""User accounts: the admin API, `/users/me`, and the service the CLI shares."""
