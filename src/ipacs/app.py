@@ -62,7 +62,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         return "ok"
 
     # Outermost last: the cookie and headers reach every response, errors included.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, exempt_suffixes=("/dicom",))
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, exempt_suffixes=("/dicom",)
+    )
     app.add_middleware(SessionCookieMiddleware, settings=settings)
     app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -132,13 +132,17 @@ def user_create(
     full_name: Annotated[str, typer.Option(help="display name")] = "",
     email: Annotated[str | None, typer.Option()] = None,
     admin: Annotated[bool, typer.Option("--admin", help="system administrator")] = False,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from stdin")
+    ] = False,
 ) -> None:
     """Create an account (the password is prompted for, or read from stdin)."""
     settings = get_settings()
     password = _read_password(password_stdin)
     try:
-        data = UserCreate(username=username, password=password, full_name=full_name, email=email, is_admin=admin)
+        data = UserCreate(
+            username=username, password=password, full_name=full_name, email=email, is_admin=admin
+        )
     except ValueError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -159,14 +163,22 @@ def user_list() -> None:
         users = list(session.scalars(select(User).order_by(User.id)))
     table = Table("id", "username", "full name", "admin", "active")
     for u in users:
-        table.add_row(str(u.id), u.username, u.full_name, "yes" if u.is_admin else "", "yes" if u.is_active else "no")
+        table.add_row(
+            str(u.id),
+            u.username,
+            u.full_name,
+            "yes" if u.is_admin else "",
+            "yes" if u.is_active else "no",
+        )
     console.print(table)
 
 
 @user_app.command("passwd")
 def user_passwd(
     username: str,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from stdin")
+    ] = False,
 ) -> None:
     """Set a new password; the user's sessions end."""
     settings = get_settings()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ipacs.config import Settings
 from ipacs.errors import PayloadTooLarge, error_response
@@ -35,7 +34,9 @@ class SessionCookieMiddleware:
                 token = scope.get("state", {}).get("new_session_token")
                 if token:
                     headers = MutableHeaders(scope=message)
-                    cookie = f"{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={self.max_age}"
+                    cookie = (
+                        f"{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={self.max_age}"
+                    )
                     if self.secure:
                         cookie += "; Secure"
                     headers.append("set-cookie", cookie)
@@ -68,7 +69,9 @@ class SecurityHeadersMiddleware:
                         "https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'",
                     )
                 else:
-                    headers.setdefault("content-security-policy", "default-src 'none'; frame-ancestors 'none'")
+                    headers.setdefault(
+                        "content-security-policy", "default-src 'none'; frame-ancestors 'none'"
+                    )
                     headers.setdefault("cache-control", "no-store")
             await send(message)
 

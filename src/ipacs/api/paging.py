@@ -34,9 +34,7 @@ PageDep = Annotated[PageParams, Depends(page_params)]
 def set_page_headers(request: Request, response: Response, page: Page[T]) -> None:
     response.headers["X-Total-Count"] = str(page.total)
     if page.next_after is not None:
-        url = request.url.remove_query_params(["after", "offset"]).include_query_params(
-            after=page.next_after
-        )
+        url = request.url.remove_query_params(["after", "offset"]).include_query_params(after=page.next_after)
     elif page.next_offset is not None:
         url = request.url.remove_query_params(["after", "offset"]).include_query_params(
             offset=page.next_offset

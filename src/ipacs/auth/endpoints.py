@@ -16,7 +16,10 @@ router = APIRouter(tags=["sessions"], responses=error_responses(401))
 def logout(request: Request, response: Response, caller: CurrentUser) -> SuccessResponse:
     """End the current session (the cookie stops working at once)."""
     authenticator: Authenticator = request.app.state.authenticator
-    for token in (request.cookies.get(SESSION_COOKIE), getattr(request.state, "new_session_token", None)):
+    for token in (
+        request.cookies.get(SESSION_COOKIE),
+        getattr(request.state, "new_session_token", None),
+    ):
         if token:
             authenticator.logout(token)
     request.state.new_session_token = None

@@ -56,7 +56,10 @@ class Authenticator:
     def _touch(self, token: str) -> None:
         with self.database.session(write=True) as db, db.begin():
             found = sessions.find_session(
-                db, token, self.settings.session_idle_timeout, self.settings.session_absolute_lifetime
+                db,
+                token,
+                self.settings.session_idle_timeout,
+                self.settings.session_absolute_lifetime,
             )
             if found:
                 sessions.touch_session(db, found[0])
@@ -71,7 +74,9 @@ class Authenticator:
             self._touch(token)
         return caller
 
-    def from_basic(self, username: str, password: str, address: str, cookie_token: str | None) -> Authenticated:
+    def from_basic(
+        self, username: str, password: str, address: str, cookie_token: str | None
+    ) -> Authenticated:
         wait = self.throttle.retry_after(username, address)
         if wait:
             raise TooManyRequests("Too many failed logins; try again later", retry_after=wait)

@@ -32,9 +32,7 @@ def create_session(session: Session, user_id: int, max_per_user: int) -> str:
         .order_by(UserSession.created_at.desc(), UserSession.id.desc())
         .limit(max_per_user)
     )
-    session.execute(
-        delete(UserSession).where(UserSession.user_id == user_id, UserSession.id.not_in(keep))
-    )
+    session.execute(delete(UserSession).where(UserSession.user_id == user_id, UserSession.id.not_in(keep)))
     return token
 
 
@@ -49,12 +47,12 @@ def find_session(
     ).first()
     if row is None:
         return None
-    user_session, user = row.tuple()
+    user_session, user = row
     now = clock.now()
     if (
         not user.is_active
-        or now - user_session.last_seen_at > timedelta(seconds=idle_timeout)
-        or now - user_session.created_at > timedelta(seconds=absolute_lifetime)
+        or now - user_session.last_seen_at >= timedelta(seconds=idle_timeout)
+        or now - user_session.created_at >= timedelta(seconds=absolute_lifetime)
         or user_session.created_at < user.password_changed_at
     ):
         return None
@@ -64,9 +62,7 @@ def find_session(
 def touch_session(session: Session, user_session: UserSession) -> None:
     now = clock.now()
     if now - user_session.last_seen_at >= TOUCH_INTERVAL:
-        session.execute(
-            update(UserSession).where(UserSession.id == user_session.id).values(last_seen_at=now)
-        )
+        session.execute(update(UserSession).where(UserSession.id == user_session.id).values(last_seen_at=now))
 
 
 def end_session(session: Session, token: str) -> None:

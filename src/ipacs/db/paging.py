@@ -33,7 +33,7 @@ class Page(Generic[T]):
 
 def fetch_page(
     session: Session,
-    stmt: Select[tuple[T]],
+    stmt: Select[T],
     id_column: InstrumentedAttribute[int],
     params: PageParams,
     *,

@@ -31,7 +31,7 @@ class EntityMixin:
 
     @declared_attr
     def creator(cls) -> Mapped[User | None]:
-        return relationship("User", foreign_keys=lambda: [cls.creator_id], lazy="raise")  # type: ignore[list-item]
+        return relationship("User", foreign_keys=lambda: [cls.creator_id], lazy="raise")  # type: ignore[arg-type]
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:

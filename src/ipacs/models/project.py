@@ -37,9 +37,7 @@ class ProjectClosure(Base):
     __tablename__ = "project_closure"
     __table_args__ = (Index("ix_project_closure_descendant", "descendant_id", "ancestor_id"),)
 
-    ancestor_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
-    )
+    ancestor_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
     descendant_id: Mapped[int] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
     )
@@ -52,9 +50,7 @@ class Membership(Base):
     __tablename__ = "memberships"
     __table_args__ = (Index("ix_memberships_user_project", "user_id", "project_id", "role"),)
 
-    project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
-    )
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     # 1 viewer, 2 user, 3 manager: an integer so MAX() gives the effective role.
     role: Mapped[int] = mapped_column(SmallInteger)

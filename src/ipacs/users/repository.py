@@ -22,9 +22,7 @@ def list_users(session: Session, params: PageParams, search: str | None) -> Page
     stmt = select(User)
     if search:
         pattern = f"%{search.lower()}%"
-        stmt = stmt.where(
-            func.lower(User.username).like(pattern) | func.lower(User.full_name).like(pattern)
-        )
+        stmt = stmt.where(func.lower(User.username).like(pattern) | func.lower(User.full_name).like(pattern))
     return fetch_page(session, stmt, User.id, params)
 
 

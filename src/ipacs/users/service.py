@@ -33,9 +33,7 @@ def _get(session: Session, username: str) -> User:
     return user
 
 
-def create_user(
-    session: Session, caller: Caller | None, data: UserCreate, passwords: Passwords
-) -> User:
+def create_user(session: Session, caller: Caller | None, data: UserCreate, passwords: Passwords) -> User:
     """Create an account. `caller` None means the command line (the operator)."""
     if caller is not None:
         _require_admin(caller)
@@ -52,7 +50,12 @@ def create_user(
     session.add(user)
     session.flush()
     audit.record(
-        session, caller, "create", "user", entity_id=user.id, entity_uuid=user.uuid,
+        session,
+        caller,
+        "create",
+        "user",
+        entity_id=user.id,
+        entity_uuid=user.uuid,
         after=audit.snapshot(user, AUDITED_FIELDS),
     )
     return user
@@ -113,7 +116,14 @@ def update_user(
     if data.password is not None:
         old["password"], new["password"] = "(unchanged)", "(changed)"
     audit.record(
-        session, caller, "update", "user", entity_id=user.id, entity_uuid=user.uuid, before=old, after=new
+        session,
+        caller,
+        "update",
+        "user",
+        entity_id=user.id,
+        entity_uuid=user.uuid,
+        before=old,
+        after=new,
     )
     return user
 
@@ -131,8 +141,14 @@ def disable_user(session: Session, caller: Caller | None, username: str) -> User
         user.is_active = False
         session.flush()
         audit.record(
-            session, caller, "disable", "user", entity_id=user.id, entity_uuid=user.uuid,
-            before={"is_active": True}, after={"is_active": False},
+            session,
+            caller,
+            "disable",
+            "user",
+            entity_id=user.id,
+            entity_uuid=user.uuid,
+            before={"is_active": True},
+            after={"is_active": False},
         )
     sessions.end_user_sessions(session, user.id)
     return user
@@ -157,7 +173,8 @@ def ensure_admin(session: Session, username: str, password: str | None, password
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidRequest(f"IPACS_ADMIN_PASSWORD must have at least {MIN_PASSWORD_LENGTH} characters")
     create_user(
-        session, None,
+        session,
+        None,
         UserCreate(username=username, password=password, full_name="Administrator", is_admin=True),
         passwords,
     )
