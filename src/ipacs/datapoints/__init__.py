@@ -1,0 +1,1 @@
+"""Datapoints: project-defined typed fields, and their values per patient."""
