@@ -17,8 +17,10 @@ from ipacs.api.middleware import (
 from ipacs.auth import endpoints as auth_endpoints
 from ipacs.auth.service import Authenticator
 from ipacs.config import Settings, get_settings
+from ipacs.datapoints import endpoints as datapoint_endpoints
 from ipacs.db.engine import Database
 from ipacs.errors import install_error_handlers
+from ipacs.projects import endpoints as project_endpoints
 from ipacs.users import endpoints as user_endpoints
 
 API_PREFIX = "/api/v1.0"
@@ -54,6 +56,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(auth_endpoints.router)
     api.include_router(user_endpoints.router)
+    api.include_router(project_endpoints.router)
+    api.include_router(datapoint_endpoints.router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse)

@@ -79,16 +79,17 @@ def format_datetime(moment: datetime) -> str:
 def _number(raw: Any, dp_type: str) -> int | float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise InvalidValue("type", f"expected a number for a {dp_type} datapoint")
-    if isinstance(raw, float) and not math.isfinite(raw):
+    number: int | float = raw
+    if isinstance(number, float) and not math.isfinite(number):
         raise InvalidValue("type", "expected a finite number")
     if dp_type == "integer":
-        if isinstance(raw, float):
-            if not raw.is_integer():
+        if isinstance(number, float):
+            if not number.is_integer():
                 raise InvalidValue("type", "expected a whole number for an integer datapoint")
-            raw = int(raw)
-        if abs(raw) > MAX_EXACT_INTEGER:
+            number = int(number)
+        if abs(number) > MAX_EXACT_INTEGER:
             raise InvalidValue("range", f"integers are limited to +/-{MAX_EXACT_INTEGER}")
-    return raw
+    return number
 
 
 def canonical(dp_type: str, raw: Any, choices: list[str] | None = None) -> Any:

@@ -38,8 +38,9 @@ def fetch_page(
     params: PageParams,
     *,
     order_by: tuple[Any, ...] = (),
+    descending: bool = False,
 ) -> Page[T]:
-    """One page of `stmt`, ordered by `order_by` then by id.
+    """One page of `stmt`, ordered by `order_by` then by id (newest first if `descending`).
 
     Keyset paging (`after`) needs id order; with another order, use `offset`.
     """
@@ -51,8 +52,9 @@ def fetch_page(
                 "`after` pages in id order; use `offset` with another sort",
                 details=[{"field": "after", "message": "not allowed with this sort"}],
             )
-        stmt = stmt.where(id_column > params.after)
-    stmt = stmt.order_by(*order_by, id_column).limit(params.limit + 1)
+        stmt = stmt.where(id_column < params.after if descending else id_column > params.after)
+    id_order = id_column.desc() if descending else id_column.asc()
+    stmt = stmt.order_by(*order_by, id_order).limit(params.limit + 1)
     if params.offset:
         stmt = stmt.offset(params.offset)
     rows = list(session.scalars(stmt).unique())
@@ -61,7 +63,7 @@ def fetch_page(
     next_after = next_offset = None
     if more:
         if keyset:
-            next_after = getattr(items[-1], "id")  # noqa: B009 - items are entities
+            next_after = getattr(items[-1], id_column.key)
         else:
             next_offset = (params.offset or 0) + params.limit
     return Page(items=items, total=total, next_after=next_after, next_offset=next_offset)

@@ -1,0 +1,1 @@
+"""Projects: the tree, memberships and roles, managers' operations, the audit log view."""
