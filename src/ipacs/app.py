@@ -18,9 +18,12 @@ from ipacs.auth import endpoints as auth_endpoints
 from ipacs.auth.service import Authenticator
 from ipacs.config import Settings, get_settings
 from ipacs.datapoints import endpoints as datapoint_endpoints
+from ipacs.datapoints import value_endpoints
 from ipacs.db.engine import Database
 from ipacs.errors import install_error_handlers
+from ipacs.patients import endpoints as patient_endpoints
 from ipacs.projects import endpoints as project_endpoints
+from ipacs.studies import endpoints as study_endpoints
 from ipacs.users import endpoints as user_endpoints
 
 API_PREFIX = "/api/v1.0"
@@ -58,6 +61,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api.include_router(user_endpoints.router)
     api.include_router(project_endpoints.router)
     api.include_router(datapoint_endpoints.router)
+    api.include_router(patient_endpoints.router)
+    api.include_router(patient_endpoints.patients_api)
+    api.include_router(study_endpoints.router)
+    api.include_router(value_endpoints.router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse)

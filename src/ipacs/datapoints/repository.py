@@ -36,7 +36,8 @@ def list_applicable(
 
 
 def all_applicable(session: Session, project_id: int) -> list[Datapoint]:
-    return list(session.scalars(applicable(project_id).order_by(Datapoint.id)))
+    stmt = applicable(project_id).options(joinedload(Datapoint.creator)).order_by(Datapoint.id)
+    return list(session.scalars(stmt))
 
 
 def get(session: Session, datapoint_id: int) -> Datapoint | None:
@@ -101,3 +102,17 @@ def delete_values(session: Session, datapoint_id: int) -> None:
     values = select(DatapointValue.id).where(DatapointValue.datapoint_id == datapoint_id)
     session.execute(delete(DatapointValueVersion).where(DatapointValueVersion.value_id.in_(values)))
     session.execute(delete(DatapointValue).where(DatapointValue.datapoint_id == datapoint_id))
+
+
+def count_patient_values_of(session: Session, patient_pk: int, datapoint_projects: Iterable[int]) -> int:
+    """Values of one patient for datapoints defined on `datapoint_projects`."""
+    dp_projects = list(datapoint_projects)
+    if not dp_projects:
+        return 0
+    stmt = (
+        select(func.count())
+        .select_from(DatapointValue)
+        .join(Datapoint, Datapoint.id == DatapointValue.datapoint_id)
+        .where(DatapointValue.patient_id == patient_pk, Datapoint.project_id.in_(dp_projects))
+    )
+    return session.scalar(stmt) or 0

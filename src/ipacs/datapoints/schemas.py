@@ -78,3 +78,26 @@ class DatapointValueOut(OutputModel):
     updated_at: datetime | None
     creator: Creator | None
     updated_by: Creator | None
+
+
+class ValueCreate(InputModel):
+    """Set a value, naming the datapoint by id or by name."""
+
+    datapoint_id: int | None = None
+    datapoint_name: str | None = Field(None, max_length=64)
+    value: Any = Field(description="typed JSON, validated against the definition")
+
+
+class ValueUpdate(InputModel):
+    value: Any = Field(description="typed JSON, validated against the definition")
+
+
+class ValueVersionOut(OutputModel):
+    """An earlier version of a value: what it was, who wrote it and when it was replaced."""
+
+    version: int
+    value: Any
+    changed_at: datetime
+    changed_by: Creator | None
+    replaced_at: datetime
+    replaced_by: Creator | None

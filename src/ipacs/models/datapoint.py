@@ -83,4 +83,4 @@ class DatapointValueVersion(Base):
     replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     changed_by: Mapped[User | None] = relationship(foreign_keys=[changed_by_id], lazy="raise")
-    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    replaced_by: Mapped[User | None] = relationship(foreign_keys=[replaced_by_id], lazy="raise")

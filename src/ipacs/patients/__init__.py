@@ -1,0 +1,1 @@
+"""Patients (subjects): project-scoped API and the Patients API by UUID."""

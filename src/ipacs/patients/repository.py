@@ -1,0 +1,70 @@
+"""Patient queries."""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session, joinedload
+
+from ipacs.db.like import LIKE_ESCAPE, contains_pattern
+from ipacs.db.paging import Page, PageParams, fetch_page
+from ipacs.models import Patient, ProjectClosure
+
+PatientSort = Literal["id", "patient_id", "-patient_id", "created_at", "-created_at"]
+
+
+def get(session: Session, patient_pk: int) -> Patient | None:
+    return session.scalars(
+        select(Patient).options(joinedload(Patient.creator)).where(Patient.id == patient_pk)
+    ).first()
+
+
+def get_by_uuid(session: Session, patient_uuid: UUID) -> Patient | None:
+    return session.scalars(
+        select(Patient).options(joinedload(Patient.creator)).where(Patient.uuid == patient_uuid)
+    ).first()
+
+
+def find_in_project(session: Session, project_id: int, patient_id: str) -> Patient | None:
+    return session.scalars(
+        select(Patient).where(Patient.project_id == project_id, Patient.patient_id == patient_id)
+    ).first()
+
+
+def list_patients(
+    session: Session,
+    project_id: int,
+    params: PageParams,
+    *,
+    recursive: bool,
+    patient_id: str | None,
+    search: str | None,
+    sort: PatientSort,
+) -> Page[Patient]:
+    where: ColumnElement[bool]
+    if recursive:
+        subtree = select(ProjectClosure.descendant_id).where(ProjectClosure.ancestor_id == project_id)
+        where = Patient.project_id.in_(subtree)
+    else:
+        where = Patient.project_id == project_id
+    stmt = select(Patient).options(joinedload(Patient.creator)).where(where)
+    if patient_id is not None:
+        stmt = stmt.where(Patient.patient_id == patient_id)
+    if search:
+        pattern = contains_pattern(search)
+        stmt = stmt.where(
+            or_(
+                func.lower(Patient.patient_id).like(pattern, escape=LIKE_ESCAPE),
+                func.lower(func.coalesce(Patient.patient_name, "")).like(pattern, escape=LIKE_ESCAPE),
+            )
+        )
+    order = {
+        "id": (),
+        "patient_id": (Patient.patient_id.asc(),),
+        "-patient_id": (Patient.patient_id.desc(),),
+        "created_at": (Patient.created_at.asc(),),
+        "-created_at": (Patient.created_at.desc(),),
+    }[sort]
+    return fetch_page(session, stmt, Patient.id, params, order_by=order)

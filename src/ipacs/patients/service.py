@@ -1,0 +1,175 @@
+"""Patient rules: visibility down the tree, user role to write, moves between projects.
+
+A patient lives in one project and is visible there and in every ancestor.
+Reading needs any role on the route's project; writing needs `user` on the
+patient's own project (roles inherit downward, so a user of an ancestor has it).
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ipacs.audit import service as audit
+from ipacs.auth.caller import Caller
+from ipacs.authz.access import check_role, require_role
+from ipacs.authz.roles import Role
+from ipacs.datapoints import repository as datapoint_repository
+from ipacs.db.paging import Page, PageParams
+from ipacs.errors import Conflict, NotFound
+from ipacs.etags import check_if_match
+from ipacs.models import Patient, Project, Study
+from ipacs.patients import repository
+from ipacs.patients.repository import PatientSort
+from ipacs.patients.schemas import PatientEmpty, PatientUpdate
+from ipacs.projects.repository import ancestor_ids, subtree_ids
+from ipacs.projects.scope import is_within
+
+AUDITED_FIELDS = ("project_id", "patient_id", "patient_name", "birth_date", "sex")
+
+
+def find_patient(
+    session: Session, caller: Caller, project_id: int, patient_pk: int, needed: Role = Role.VIEWER
+) -> Patient:
+    """A patient seen through a project route: 404 unless it lives in that project's subtree."""
+    require_role(session, caller, project_id, Role.VIEWER)
+    patient = repository.get(session, patient_pk)
+    if patient is None or not is_within(session, patient.project_id, project_id):
+        raise NotFound(f"No patient {patient_pk} in project {project_id}")
+    _check_write(session, caller, patient, needed)
+    return patient
+
+
+def find_patient_by_uuid(
+    session: Session,
+    caller: Caller,
+    patient_uuid: UUID,
+    needed: Role = Role.VIEWER,
+    project_id: int | None = None,
+) -> Patient:
+    patient = repository.get_by_uuid(session, patient_uuid)
+    if patient is None:
+        raise NotFound(f"No patient {patient_uuid}")
+    if project_id is not None:
+        return find_patient(session, caller, project_id, patient.id, needed)
+    require_role(session, caller, patient.project_id, Role.VIEWER)  # 404 when unreadable
+    _check_write(session, caller, patient, needed)
+    return patient
+
+
+def _check_write(session: Session, caller: Caller, patient: Patient, needed: Role) -> None:
+    if needed > Role.VIEWER:
+        project = session.get(Project, patient.project_id)
+        assert project is not None
+        check_role(session, caller, project, needed, "Changing this patient")
+
+
+def list_patients(
+    session: Session,
+    caller: Caller,
+    project_id: int,
+    params: PageParams,
+    *,
+    recursive: bool,
+    patient_id: str | None,
+    search: str | None,
+    sort: PatientSort,
+) -> Page[Patient]:
+    require_role(session, caller, project_id, Role.VIEWER)
+    return repository.list_patients(
+        session, project_id, params, recursive=recursive, patient_id=patient_id, search=search, sort=sort
+    )
+
+
+def register_patient(session: Session, actor: Caller | None, project: Project, data: PatientEmpty) -> Patient:
+    """The one way a patient comes to exist (API, DICOM ingest, import); audited.
+
+    Permission checks are the caller's: `create_patient` for the API, the
+    ingest entry points for DICOM.
+    """
+    if repository.find_in_project(session, project.id, data.patient_id) is not None:
+        raise Conflict(f"Patient {data.patient_id!r} already exists in project {project.name!r}")
+    patient = Patient(project_id=project.id, creator_id=actor.id if actor else None, **data.model_dump())
+    session.add(patient)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "create",
+        "patient",
+        entity_id=patient.id,
+        entity_uuid=patient.uuid,
+        project_id=project.id,
+        after=audit.snapshot(patient, AUDITED_FIELDS),
+    )
+    return patient
+
+
+def create_patient(session: Session, caller: Caller, project_id: int, data: PatientEmpty) -> Patient:
+    project = require_role(session, caller, project_id, Role.USER)
+    patient = register_patient(session, caller, project, data)
+    found = repository.get(session, patient.id)
+    assert found is not None
+    return found
+
+
+def update_patient(
+    session: Session, caller: Caller, patient: Patient, data: PatientUpdate, if_match: str | None
+) -> Patient:
+    """Partial update; `project_id` moves the patient where the caller is `user` at both ends."""
+    check_if_match(patient, if_match)
+    fields = data.model_dump(exclude_unset=True)
+    if "patient_id" in fields and fields["patient_id"] is None:
+        raise Conflict("patient_id cannot be removed")
+    before = audit.snapshot(patient, AUDITED_FIELDS)
+    target = fields.get("project_id") or patient.project_id
+    if target != patient.project_id:
+        _check_move(session, caller, patient, target)
+    fields["project_id"] = target
+    new_id = fields.get("patient_id", patient.patient_id)
+    if (new_id, target) != (patient.patient_id, patient.project_id):
+        existing = repository.find_in_project(session, target, new_id)
+        if existing is not None and existing.id != patient.id:
+            raise Conflict(f"Patient {new_id!r} already exists in project {target}")
+    old_project = patient.project_id
+    for name, value in fields.items():
+        setattr(patient, name, value)
+    session.flush()
+    if target != old_project:
+        # Studies stay within the patient's subtree: those outside follow it.
+        inside = subtree_ids(session, target)
+        session.execute(
+            update(Study)
+            .where(Study.patient_id == patient.id, Study.project_id.not_in(inside))
+            .values(project_id=target)
+        )
+    old, new = audit.changed_fields(before, audit.snapshot(patient, AUDITED_FIELDS))
+    if new:
+        audit.record(
+            session,
+            caller,
+            "update",
+            "patient",
+            entity_id=patient.id,
+            entity_uuid=patient.uuid,
+            project_id=patient.project_id,
+            before=old,
+            after=new,
+        )
+    found = repository.get(session, patient.id)
+    assert found is not None
+    return found
+
+
+def _check_move(session: Session, caller: Caller, patient: Patient, target_id: int) -> None:
+    require_role(session, caller, target_id, Role.USER)
+    kept = set(ancestor_ids(session, target_id))
+    lost = set(ancestor_ids(session, patient.project_id)) - kept
+    orphaned = datapoint_repository.count_patient_values_of(session, patient.id, lost)
+    if orphaned:
+        raise Conflict(
+            f"{orphaned} datapoint values of this patient belong to datapoints that do not apply "
+            "in the target project"
+        )

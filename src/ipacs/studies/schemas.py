@@ -1,0 +1,82 @@
+"""Study bodies."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from uuid import UUID
+
+from pydantic import Field, field_validator
+
+from ipacs.schemas import Creator, InputModel, OutputModel
+
+# A DICOM UID: dot-separated numbers without leading zeros, at most 64 characters.
+UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+# DICOM TM written as HH:MM[:SS[.ffffff]] or HHMMSS[.ffffff].
+TIME_PATTERN = r"^([01][0-9]|2[0-3]):?[0-5][0-9](:?[0-5][0-9](\.[0-9]{1,6})?)?$"
+MODALITY_PATTERN = r"^[A-Z0-9_]{1,16}$"
+
+
+class StudyOut(OutputModel):
+    id: int
+    uuid: UUID
+    study_instance_uid: str
+    patient_id: int = Field(description="the patient's id (not its DICOM PatientID)")
+    project_id: int
+    accession_number: str | None
+    study_date: date | None
+    study_time: str | None
+    description: str | None
+    modalities: list[str]
+    visit: str | None
+    status: str | None
+    series_count: int
+    instance_count: int
+    size_bytes: int
+    created_at: datetime
+    updated_at: datetime
+    creator: Creator | None
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m for m in value.split("\\") if m]
+        return value
+
+
+class PostStudyResponse(OutputModel):
+    success: bool = True
+    id: int
+    uuid: UUID
+    study_instance_uid: str
+
+
+class StudyFields(InputModel):
+    accession_number: str | None = Field(None, max_length=64)
+    study_date: date | None = None
+    study_time: str | None = Field(None, pattern=TIME_PATTERN)
+    description: str | None = Field(None, max_length=10000)
+    visit: str | None = Field(None, max_length=100)
+    status: str | None = Field(None, max_length=50)
+    modalities: list[str] | None = Field(None, max_length=20)
+    # A project in the patient's project subtree; default: the patient's project.
+    project_id: int | None = None
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, value: list[str] | None) -> list[str] | None:
+        import re
+
+        if value is not None:
+            for m in value:
+                if not re.fullmatch(MODALITY_PATTERN, m):
+                    raise ValueError(f"not a DICOM modality code: {m!r}")
+        return value
+
+
+class StudyCreate(StudyFields):
+    study_instance_uid: str | None = Field(None, max_length=64, pattern=UID_PATTERN)
+
+
+class StudyUpdate(StudyFields):
+    pass
