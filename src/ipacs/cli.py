@@ -45,6 +45,8 @@ def _database(settings: Settings) -> Database:
 def _transaction(settings: Settings) -> Iterator[Session]:
     database = _database(settings)
     try:
+        # Account commands may run before the first `ipacs serve`.
+        upgrade_to_head(database.engine)
         with database.session(write=True) as session, session.begin():
             yield session
     except IpacsError as exc:
@@ -75,6 +77,9 @@ def prepare_database(settings: Settings) -> None:
             generated = user_service.ensure_admin(
                 session, settings.admin_username, admin_password, Passwords(settings)
             )
+    except IpacsError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
     finally:
         database.dispose()
     if generated:

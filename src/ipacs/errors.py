@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("ipacs.errors")
 
@@ -73,8 +74,9 @@ class NotFound(IpacsError):
 
 
 class MethodNotAllowed(IpacsError):
+    # The contract's list of `error` codes is closed and has no 405 of its own.
     status = 405
-    code = "method_not_allowed"
+    code = "invalid_request"
 
 
 class Conflict(IpacsError):
@@ -97,7 +99,7 @@ class PayloadTooLarge(IpacsError):
 
 class UnsupportedMediaType(IpacsError):
     status = 415
-    code = "unsupported_media_type"
+    code = "invalid_request"
 
 
 class TooManyRequests(IpacsError):
@@ -143,14 +145,43 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _validation_detail(err: dict[str, Any]) -> dict[str, Any]:
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type")
+    if kind == "json_invalid":
+        # FastAPI puts the character offset where a field name belongs.
+        position = loc[1] if len(loc) > 1 else 0
+        reason = (err.get("ctx") or {}).get("error", "cannot be decoded")
+        return {"field": "body", "message": f"invalid JSON at position {position}: {reason}"}
+    message = str(err.get("msg", "invalid value"))
+    if kind == "extra_forbidden":
+        message = "unknown field"
+    elif loc == ("body",) and isinstance(err.get("input"), bytes):
+        # The body arrived as raw bytes: it was not sent as JSON.
+        message = "the body must be JSON, sent with Content-Type: application/json"
+    return {"field": _field_name(loc), "message": message}
+
+
 def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
-    details = []
-    for err in errors:
-        message = str(err.get("msg", "invalid value"))
-        if err.get("type") == "extra_forbidden":
-            message = "unknown field"
-        details.append({"field": _field_name(err.get("loc", ())), "message": message})
-    return details
+    return [_validation_detail(err) for err in errors]
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route accepts on this path (Starlette's 405 names only one route's)."""
+    allowed = []
+    for method in _METHODS:
+        probe = {
+            "type": "http",
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "method": method,
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -165,7 +196,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(InvalidRequest(f"Invalid request: {fields}", details))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cls = _HTTP_STATUS_ERRORS.get(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else "Request failed"
         if exc.status_code == 404 and message == "Not Found":
@@ -177,6 +208,8 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             err = cls(message)
             err.headers.update(dict(exc.headers or {}))
+        if exc.status_code == 405:
+            err.headers["Allow"] = _allowed_methods(request)
         return error_response(err)
 
     @app.exception_handler(StaleDataError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from ipacs.api.deps import CurrentUser, SessionDep
 from ipacs.api.paging import PageDep, set_page_headers
@@ -13,6 +13,8 @@ from ipacs.etags import etag_of
 from ipacs.schemas import error_responses
 from ipacs.users import service
 from ipacs.users.schemas import MeOut, UserCreate, UserOut, UserUpdate
+
+IfMatch = Annotated[str | None, Header(description="the ETag last read; 412 if it no longer matches")]
 
 router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(400, 401, 403, 404))
 
@@ -60,7 +62,7 @@ def read_user(username: str, response: Response, caller: CurrentUser, db: Sessio
     return UserOut.model_validate(user)
 
 
-@router.put("/{username}", response_model=UserOut, responses=error_responses(409))
+@router.put("/{username}", response_model=UserOut, responses=error_responses(409, 412))
 def update_user(
     username: str,
     body: UserUpdate,
@@ -68,21 +70,27 @@ def update_user(
     response: Response,
     caller: CurrentUser,
     db: SessionDep,
+    if_match: IfMatch = None,
 ) -> UserOut:
     """Update a user (admin; a user may change its own name, email and password)."""
     authenticator = _authenticator(request)
-    user = service.update_user(db, caller, username, body, authenticator.passwords)
+    user = service.update_user(db, caller, username, body, authenticator.passwords, if_match=if_match)
     authenticator.forget_user(user.id)
     response.headers["ETag"] = etag_of(user)
     return UserOut.model_validate(user)
 
 
-@router.delete("/{username}", response_model=UserOut, responses=error_responses(409))
+@router.delete("/{username}", response_model=UserOut, responses=error_responses(409, 412))
 def disable_user(
-    username: str, request: Request, response: Response, caller: CurrentUser, db: SessionDep
+    username: str,
+    request: Request,
+    response: Response,
+    caller: CurrentUser,
+    db: SessionDep,
+    if_match: IfMatch = None,
 ) -> UserOut:
     """Disable a user (admin): its sessions end at once; nothing is deleted."""
-    user = service.disable_user(db, caller, username)
+    user = service.disable_user(db, caller, username, if_match=if_match)
     _authenticator(request).forget_user(user.id)
     response.headers["ETag"] = etag_of(user)
     return UserOut.model_validate(user)

@@ -14,6 +14,7 @@ from ipacs.authz.roles import Role
 from ipacs.clock import now
 from ipacs.db.paging import Page, PageParams
 from ipacs.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from ipacs.etags import check_if_match
 from ipacs.models import User
 from ipacs.users import repository
 from ipacs.users.schemas import MeOut, ProjectGrant, UserCreate, UserOut, UserUpdate
@@ -82,7 +83,13 @@ def describe_me(session: Session, caller: Caller) -> MeOut:
 
 
 def update_user(
-    session: Session, caller: Caller | None, username: str, data: UserUpdate, passwords: Passwords
+    session: Session,
+    caller: Caller | None,
+    username: str,
+    data: UserUpdate,
+    passwords: Passwords,
+    *,
+    if_match: str | None = None,
 ) -> User:
     """Admins change anything; a user may change its own name, email and password."""
     if caller is not None and not caller.is_admin:
@@ -91,6 +98,7 @@ def update_user(
         if data.is_admin is not None or data.is_active is not None:
             raise PermissionDenied("Only an administrator may change is_admin or is_active")
     user = _get(session, username)
+    check_if_match(user, if_match)
     if data.current_password is not None and not passwords.verify(user.password_hash, data.current_password):
         raise InvalidRequest(
             "current_password is wrong",
@@ -128,11 +136,14 @@ def update_user(
     return user
 
 
-def disable_user(session: Session, caller: Caller | None, username: str) -> User:
+def disable_user(
+    session: Session, caller: Caller | None, username: str, *, if_match: str | None = None
+) -> User:
     """Accounts are never deleted (the audit trail names them); they are disabled."""
     if caller is not None:
         _require_admin(caller)
     user = _get(session, username)
+    check_if_match(user, if_match)
     if caller is not None and user.id == caller.id:
         raise Conflict("You cannot disable your own account")
     if user.is_admin and user.is_active:
