@@ -1,0 +1,237 @@
+"""Compile a checked StringQuery into one SQLAlchemy boolean expression.
+
+For target "patients" the expression goes in `select(Patient).where(...)`;
+for "studies" in `select(Study).join(Patient, Patient.id == Study.patient_id)
+.where(...)`. Every literal is a bound parameter.
+
+Semantics (docs/query-language.md states them for users):
+- Two-valued logic: every condition is true or false, never SQL NULL, so
+  `NOT c` matches exactly what `c` does not. A condition on a missing value is
+  false: `arm != 'A'` skips patients without an arm, `NOT arm = 'A'` keeps them.
+  Datapoint conditions are EXISTS tests (never NULL); conditions on nullable
+  columns are guarded with `col IS NOT NULL AND ...`.
+- A datapoint condition asks whether the patient has a value of that
+  datapoint satisfying it: a subquery on datapoint_values that the
+  (datapoint_id, num_value|text_value, patient_id) indexes answer. For
+  studies, the patient is the study's patient.
+- For target "patients", study conditions ask "has a study such that": the
+  study conditions joined by AND / OR at one level of the query (without a
+  NOT between them) are tested together on the same study; NOT applies to the
+  patient ("NOT study.modalities = 'CT'": the patient has no CT study).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select
+
+from ipacs.datapoints.values import sortable_column
+from ipacs.models import DatapointValue, Patient, Study
+from ipacs.query.ast import And, Comparison, Condition, Contains, InList, IsNull, Node, Not, Or
+from ipacs.query.check import MODALITY_SEPARATOR, check_contains, check_operator, encode
+from ipacs.query.errors import QueryError
+from ipacs.query.parser import parse_query
+from ipacs.query.schema import MODALITIES, AttributeField, DatapointField, QuerySchema, SchemaField
+
+Target = Literal["patients", "studies"]
+Combine = Callable[..., ColumnElement[bool]]
+
+# The escape character of LIKE patterns; any character works if escaped itself.
+LIKE_ESCAPE = "/"
+
+
+def compile_query(text: str, schema: QuerySchema, target: Target) -> ColumnElement[bool]:
+    """The WHERE expression for `text`; raises InvalidQuery with the position of the fault."""
+    try:
+        return _Compiler(schema, target).node(parse_query(text), conjunct=True)
+    except QueryError as err:
+        raise err.for_query(text) from None
+
+
+class _Compiler:
+    """Walks the tree; `conjunct` is true while every node above is an AND (or the root).
+
+    A condition that must hold for every result (a conjunct) tests membership
+    with `subject IN (SELECT patient_id ... )`: SQLite (3.40) runs an EXISTS as
+    a correlated probe per outer row, but drives an IN from the range index,
+    and PostgreSQL plans both as the same semi-join. Under OR and NOT the
+    condition is a correlated EXISTS, which PostgreSQL can hash or probe,
+    whereas an IN there may become a scan of the subquery's result per row.
+    """
+
+    def __init__(self, schema: QuerySchema, target: Target) -> None:
+        self.schema = schema
+        self.target = target
+        self.subject = Patient.id if target == "patients" else Study.patient_id
+
+    def node(self, node: Node, *, conjunct: bool = False, in_study: bool = False) -> ColumnElement[bool]:
+        match node:
+            case Not(operand=operand):
+                return not_(self.node(operand, in_study=in_study))
+            case And(operands=operands):
+                return self.chain(operands, and_, conjunct=conjunct, in_study=in_study)
+            case Or(operands=operands):
+                return self.chain(operands, or_, conjunct=False, in_study=in_study)
+            case _:
+                field = self.schema.resolve(node.field)
+                if self.per_study(field) and not in_study:
+                    return self.has_study(self.condition(node, field, conjunct=False), conjunct=conjunct)
+                return self.condition(node, field, conjunct=conjunct)
+
+    def chain(
+        self, operands: tuple[Node, ...], combine: Combine, *, conjunct: bool, in_study: bool
+    ) -> ColumnElement[bool]:
+        """AND / OR; the operands that only test studies share one "has a study" test."""
+        direct: list[ColumnElement[bool]] = []
+        per_study: list[ColumnElement[bool]] = []
+        for operand in operands:
+            if not in_study and self.only_studies(operand):
+                per_study.append(self.node(operand, in_study=True))
+            else:
+                direct.append(self.node(operand, conjunct=conjunct, in_study=in_study))
+        if per_study:
+            direct.append(self.has_study(combine(*per_study), conjunct=conjunct))
+        return combine(*direct)
+
+    def per_study(self, field: SchemaField | None) -> bool:
+        return self.target == "patients" and isinstance(field, AttributeField) and field.entity == "study"
+
+    def only_studies(self, node: Node) -> bool:
+        """Whether `node` is AND / OR over study conditions only (unknown names: no, so
+        that the error about them comes in its turn)."""
+        match node:
+            case And(operands=operands) | Or(operands=operands):
+                return all(self.only_studies(operand) for operand in operands)
+            case Not():
+                return False
+            case _:
+                return self.per_study(self.schema.lookup(node.field.name))
+
+    def has_study(self, test: ColumnElement[bool], *, conjunct: bool) -> ColumnElement[bool]:
+        if conjunct:
+            return Patient.id.in_(select(Study.patient_id).where(test))
+        # correlate_except: the inner Study is always its own, even if the
+        # caller's query also reads studies.
+        return select(Study.id).where(Study.patient_id == Patient.id, test).correlate_except(Study).exists()
+
+    def has_value(self, values: Select[int], *, conjunct: bool) -> ColumnElement[bool]:
+        """Whether the subject's patient is among those `values` (of datapoint_values) select."""
+        if conjunct:
+            return self.subject.in_(values)
+        value = DatapointValue
+        return values.where(value.patient_id == self.subject).correlate_except(value).exists()
+
+    def condition(self, node: Condition, field: SchemaField, *, conjunct: bool) -> ColumnElement[bool]:
+        match field:
+            case DatapointField():
+                return self.datapoint_condition(node, field, conjunct=conjunct)
+            case AttributeField(type=kind) if kind == MODALITIES:
+                return modalities_condition(node, field)
+            case AttributeField():
+                return attribute_condition(node, field)
+
+    def datapoint_condition(
+        self, node: Condition, field: DatapointField, *, conjunct: bool
+    ) -> ColumnElement[bool]:
+        value = DatapointValue
+        ids = field.ids
+        which = value.datapoint_id == ids[0] if len(ids) == 1 else value.datapoint_id.in_(ids)
+        values = select(value.patient_id).where(which)
+        match node:
+            case IsNull(negated=True):
+                return self.has_value(values, conjunct=conjunct)
+            case IsNull():
+                return not_(self.has_value(values, conjunct=False))
+        column = value.num_value if sortable_column(field.type) == "num" else value.text_value
+        return self.has_value(values.where(column_test(node, field, column)), conjunct=conjunct)
+
+
+def attribute_condition(node: Condition, field: AttributeField) -> ColumnElement[bool]:
+    column = field.column
+    if isinstance(node, IsNull):
+        return column.is_not(None) if node.negated else column.is_(None)
+    test = column_test(node, field, column)
+    # Guarded so that a missing value makes the condition false, not NULL.
+    return and_(column.is_not(None), test) if field.nullable else test
+
+
+def column_test(node: Condition, field: SchemaField, column: Any) -> ColumnElement[bool]:
+    """The test on one column holding a single value of the field's type."""
+    match node:
+        case Comparison(op=op, value=literal_value, position=position):
+            check_operator(field, op, position)
+            return compare(column, op, encode(field, literal_value))
+        case InList(values=values):
+            return column.in_([encode(field, item) for item in values])  # type: ignore[no-any-return]
+        case Contains(value=text, position=position):
+            check_contains(field, position)
+            return contains(column, str(text.value))
+        case IsNull():
+            raise AssertionError("IS NULL is compiled by the caller")
+
+
+def compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    match op:
+        case "=":
+            result = column == value
+        case "!=":
+            result = column != value
+        case "<":
+            result = column < value
+        case "<=":
+            result = column <= value
+        case ">":
+            result = column > value
+        case _:
+            result = column >= value
+    return result  # type: ignore[no-any-return]
+
+
+def contains(column: Any, text: str) -> ColumnElement[bool]:
+    """Case-insensitive substring test; the text's `%`, `_` and escape character match themselves.
+
+    Both sides go through the database's lower(), so they fold alike (SQLite
+    folds ASCII letters only, PostgreSQL all letters its locale knows).
+    """
+    pattern = literal(f"%{escape_like(text)}%")
+    return func.lower(column).like(func.lower(pattern), escape=LIKE_ESCAPE)
+
+
+def escape_like(text: str) -> str:
+    return (
+        text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2)
+        .replace("%", LIKE_ESCAPE + "%")
+        .replace("_", LIKE_ESCAPE + "_")
+    )
+
+
+def modalities_condition(node: Condition, field: AttributeField) -> ColumnElement[bool]:
+    """study.modalities is a list kept as "CT\\MR": `=` means "has this modality"."""
+    column = Study.modalities
+    present = column != ""
+    match node:
+        case IsNull(negated=negated):
+            return present if negated else column == ""
+        case Comparison(op=op, value=value, position=position):
+            check_operator(field, op, position)
+            has = has_modality(encode(field, value))
+            # Like every !=, a study without any modality does not match.
+            return has if op == "=" else and_(present, not_(has))
+        case InList(values=values):
+            return or_(*(has_modality(encode(field, item)) for item in values))
+        case Contains(value=text, position=position):
+            check_contains(field, position)
+            if MODALITY_SEPARATOR in str(text.value):
+                # No modality holds the separator; a match would span two of them.
+                return false()
+            return and_(present, contains(column, str(text.value)))
+
+
+def has_modality(modality: str) -> ColumnElement[bool]:
+    """Case-insensitive: "\\CT\\MR\\" contains "\\ct\\" (modality codes are ASCII)."""
+    separator = literal(MODALITY_SEPARATOR)
+    listed = func.lower(separator + Study.modalities + separator)
+    pattern = literal(f"%{MODALITY_SEPARATOR}{escape_like(modality)}{MODALITY_SEPARATOR}%")
+    return listed.like(func.lower(pattern), escape=LIKE_ESCAPE)
