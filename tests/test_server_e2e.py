@@ -191,6 +191,19 @@ def _curl(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_contract_seed_flow_with_curl(server: Server, tmp_path: Path) -> None:
+    """The contract's two commands, verbatim but for host and credentials."""
+    projects = server.url("/api/v1.0/projects")
+    jar = str(tmp_path / "cookie.jar")
+    status, body = _curl("-c", jar, "--user", f"admin:{ADMIN_PASSWORD}", projects)
+    assert status == 200, body
+    assert isinstance(json.loads(body), list)
+    status, body = _curl("-b", jar, projects)
+    assert status == 200, body
+    assert isinstance(json.loads(body), list)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_seed_flow_with_curl_and_a_cookie_jar(server: Server, tmp_path: Path) -> None:
     me = server.url("/api/v1.0/users/me")
     jar = str(tmp_path / "cookie.jar")

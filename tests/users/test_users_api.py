@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ipacs.config import Settings
 from ipacs.models import AuditEvent, User
-from tests.factories import DEFAULT_PASSWORD, basic, make_user
+from tests.factories import DEFAULT_PASSWORD, basic, grant, make_project, make_user
 
 USERS = "/api/v1.0/users"
 ME = f"{USERS}/me"
@@ -276,6 +276,17 @@ def test_me_describes_the_caller_and_its_projects(client: TestClient, people: No
     assert body["is_admin"] is False
     assert body["projects"] == []
     assert not {"password", "password_hash"} & set(body)
+
+
+def test_me_lists_the_projects_granted(client: TestClient, db: Session, settings: Settings) -> None:
+    root = make_user(db, settings, "root", is_admin=True)
+    alice = make_user(db, settings, "alice")
+    trial = make_project(db, root, "Trial")
+    make_project(db, root, "Other")
+    grant(db, trial, alice, "user")
+    db.commit()
+    projects = client.get(ME, headers=basic("alice")).json()["projects"]
+    assert projects == [{"project_id": trial.id, "project_name": "Trial", "role": "user"}]
 
 
 # -- the last administrator -----------------------------------------------------------------------
