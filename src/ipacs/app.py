@@ -18,6 +18,10 @@ from ipacs.auth import endpoints as auth_endpoints
 from ipacs.auth.service import Authenticator
 from ipacs.config import Settings, get_settings
 from ipacs.datapoints import endpoints as datapoint_endpoints
+from ipacs.dicom import endpoints as dicom_endpoints
+from ipacs.dicom.ingest import Ingestor
+from ipacs.dicom.receiver import Receiver
+from ipacs.dicom.storage import FileStore
 from ipacs.datapoints import value_endpoints
 from ipacs.db.engine import Database
 from ipacs.errors import install_error_handlers
@@ -37,10 +41,20 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             settings.effective_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )
 
+    storage = FileStore(settings.data_dir / "store")
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        database.dispose()
+        receiver = None
+        if settings.dicom_port and settings.dicom_in_app:
+            receiver = Receiver(database, storage, settings.dicom_ae_title)
+            receiver.start(settings.host, settings.dicom_port)
+        try:
+            yield
+        finally:
+            if receiver is not None:
+                receiver.stop()
+            database.dispose()
 
     app = FastAPI(
         title="iPACS",
@@ -54,6 +68,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     app.state.authenticator = Authenticator(settings, database)
+    app.state.storage = storage
+    app.state.ingestor = Ingestor(database, storage)
 
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
@@ -65,6 +81,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api.include_router(patient_endpoints.patients_api)
     api.include_router(study_endpoints.router)
     api.include_router(value_endpoints.router)
+    api.include_router(dicom_endpoints.router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse)

@@ -22,6 +22,8 @@ from ipacs.auth.passwords import MIN_PASSWORD_LENGTH, Passwords
 from ipacs.config import Settings, get_settings
 from ipacs.db.engine import Database
 from ipacs.db.migrate import upgrade_to_head
+from ipacs.dicom.receiver import Receiver
+from ipacs.dicom.storage import FileStore
 from ipacs.errors import IpacsError
 from ipacs.users import repository as user_repository
 from ipacs.users import service as user_service
@@ -68,8 +70,11 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def prepare_database(settings: Settings) -> None:
-    """Migrate to the current schema and create the first administrator if none exists."""
+    """Migrate, create the first administrator if none exists, sweep temp files of a crash."""
     database = _database(settings)
+    swept = FileStore(settings.data_dir / "store").sweep_temp()
+    if swept:
+        err_console.print(f"removed {swept} temporary files left by an interrupted run")
     try:
         upgrade_to_head(database.engine)
         admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -106,6 +111,16 @@ def serve(
     settings = get_settings()
     prepare_database(settings)
     err_console.print(f"iPACS on http://{settings.host}:{settings.port}/api/v1.0 (data: {settings.data_dir})")
+    receiver = None
+    if settings.workers > 1 and settings.dicom_port:
+        # One receiver for the machine: it lives in this supervisor process,
+        # and the HTTP workers leave the DICOM port alone.
+        os.environ["IPACS_DICOM_IN_APP"] = "false"
+        database = _database(settings)
+        receiver = Receiver(database, FileStore(settings.data_dir / "store"), settings.dicom_ae_title)
+        receiver.start(settings.host, settings.dicom_port)
+    if settings.dicom_port:
+        err_console.print(f"DICOM receiver on {settings.host}:{settings.dicom_port}, AE title per project")
     uvicorn.run(
         "ipacs.app:create_app_from_env",
         factory=True,
@@ -117,6 +132,8 @@ def serve(
         server_header=False,
         timeout_keep_alive=5,
     )
+    if receiver is not None:
+        receiver.stop()
 
 
 @db_app.command("upgrade")

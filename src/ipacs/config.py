@@ -42,6 +42,10 @@ class Settings(BaseSettings):
 
     max_request_bytes: int = 10 * 1024 * 1024
     max_upload_bytes: int = 4 * 1024 * 1024 * 1024
+    max_instance_bytes: int = 2 * 1024 * 1024 * 1024
+    # Run the C-STORE receiver inside the app process (off when `serve`
+    # runs several workers and keeps the receiver in the supervisor).
+    dicom_in_app: bool = True
     sqlite_busy_timeout_ms: int = 30000
 
     @property

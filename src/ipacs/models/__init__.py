@@ -5,7 +5,7 @@ from ipacs.models.audit import AuditEvent
 from ipacs.models.datapoint import Datapoint, DatapointValue, DatapointValueVersion
 from ipacs.models.patient import Patient
 from ipacs.models.project import Membership, Project, ProjectClosure
-from ipacs.models.study import Study
+from ipacs.models.study import Instance, Series, Study
 from ipacs.models.user import User, UserSession
 
 __all__ = [
@@ -14,10 +14,12 @@ __all__ = [
     "Datapoint",
     "DatapointValue",
     "DatapointValueVersion",
+    "Instance",
     "Membership",
     "Patient",
     "Project",
     "ProjectClosure",
+    "Series",
     "Study",
     "User",
     "UserSession",
