@@ -18,12 +18,12 @@ from ipacs.auth import endpoints as auth_endpoints
 from ipacs.auth.service import Authenticator
 from ipacs.config import Settings, get_settings
 from ipacs.datapoints import endpoints as datapoint_endpoints
+from ipacs.datapoints import value_endpoints
+from ipacs.db.engine import Database
 from ipacs.dicom import endpoints as dicom_endpoints
 from ipacs.dicom.ingest import Ingestor
 from ipacs.dicom.receiver import Receiver
 from ipacs.dicom.storage import FileStore
-from ipacs.datapoints import value_endpoints
-from ipacs.db.engine import Database
 from ipacs.errors import install_error_handlers
 from ipacs.patients import endpoints as patient_endpoints
 from ipacs.projects import endpoints as project_endpoints

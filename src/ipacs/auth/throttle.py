@@ -1,7 +1,7 @@
 """Failed-login throttling per username and per client address.
 
 Counts live in this process's memory: with N server processes an attacker
-gets at most N times the allowance, which is documented in docs/security.md.
+gets at most N times the allowance, as docs/authentication.md says.
 The answer is the same whether or not the username exists.
 """
 

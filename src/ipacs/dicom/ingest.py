@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ipacs.audit import service as audit
-from ipacs.auth.caller import Caller
 from ipacs.db.engine import Database
 from ipacs.dicom.header import DicomHeader, read_header
 from ipacs.dicom.storage import FileStore, StagedFile

@@ -65,3 +65,11 @@ class PatientUpdate(InputModel):
     project_id: int | None = None
 
     _birth_date = field_validator("birth_date")(_not_future)
+
+    @field_validator("patient_id")
+    @classmethod
+    def _keep_patient_id(cls, value: str | None) -> str:
+        # Absent means unchanged; null would leave the patient without an identifier.
+        if value is None:
+            raise ValueError("patient_id cannot be removed")
+        return value

@@ -121,8 +121,6 @@ def update_patient(
     """Partial update; `project_id` moves the patient where the caller is `user` at both ends."""
     check_if_match(patient, if_match)
     fields = data.model_dump(exclude_unset=True)
-    if "patient_id" in fields and fields["patient_id"] is None:
-        raise Conflict("patient_id cannot be removed")
     before = audit.snapshot(patient, AUDITED_FIELDS)
     target = fields.get("project_id") or patient.project_id
     if target != patient.project_id:

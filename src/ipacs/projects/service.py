@@ -151,11 +151,18 @@ def update_project(
 
 
 def _check_move(session: Session, caller: Caller, project: Project, new_parent_id: int | None) -> None:
-    """Re-parenting: manager at both ends, no cycle, no datapoint name clash, no orphaned values."""
-    if new_parent_id is None:
+    """Re-parenting: manager at both ends, no cycle, no datapoint name clash, no orphaned values.
+
+    Both ends are the parent the project leaves and the parent it joins; the top
+    level belongs to administrators, so leaving or joining it needs one. Managing
+    only the project itself is not enough to take it out of its parent's tree.
+    """
+    if project.parent_id is None or new_parent_id is None:
         if not caller.is_admin:
-            raise PermissionDenied("Only an administrator may move a project to the top level")
+            raise PermissionDenied("Only an administrator may move a project from or to the top level")
     else:
+        check_role(session, caller, _parent_of(session, project), Role.MANAGER, "Moving a project out")
+    if new_parent_id is not None:
         require_role(session, caller, new_parent_id, Role.MANAGER)
         if new_parent_id in repository.subtree_ids(session, project.id):
             raise Conflict("A project cannot be moved under itself or one of its subprojects")
@@ -171,6 +178,13 @@ def _check_move(session: Session, caller: Caller, project: Project, new_parent_i
             f"{lost} datapoint values in this subtree belong to datapoints of the current ancestors, "
             "which would no longer apply after the move"
         )
+
+
+def _parent_of(session: Session, project: Project) -> Project:
+    assert project.parent_id is not None
+    parent = repository.get(session, project.parent_id)
+    assert parent is not None  # a foreign key
+    return parent
 
 
 def delete_project(

@@ -158,15 +158,16 @@ class QuerySchema:
 
     def closest(self, name: str, limit: int = 3) -> list[str]:
         """Known names that look like `name`, best first (also `sex` -> `patient.sex`)."""
-        key = name.lower()
+        prefix, _, suffix = name.lower().rpartition(".")
         scored = []
         for candidate in self.names:
-            lowered = candidate.lower()
-            score = difflib.SequenceMatcher(None, key, lowered).ratio()
-            if "." in lowered:
-                # A bare or wrongly prefixed attribute name still finds its attribute.
-                suffix = difflib.SequenceMatcher(None, key.rpartition(".")[2], lowered.rpartition(".")[2])
-                score = max(score, suffix.ratio() - 0.01)
+            known_prefix, _, known_suffix = candidate.lower().rpartition(".")
+            # Attribute names are compared by what follows "patient." / "study.", so
+            # that the shared prefix alone makes nothing look close; a missing or
+            # wrong prefix costs a little.
+            score = difflib.SequenceMatcher(None, suffix, known_suffix).ratio()
+            if prefix != known_prefix:
+                score -= 0.05
             if score >= 0.6:
                 scored.append((score, candidate))
         scored.sort(key=lambda pair: (-pair[0], pair[1]))
