@@ -27,6 +27,7 @@ from ipacs.dicom.storage import FileStore
 from ipacs.errors import install_error_handlers
 from ipacs.patients import endpoints as patient_endpoints
 from ipacs.projects import endpoints as project_endpoints
+from ipacs.search import endpoints as search_endpoints
 from ipacs.studies import endpoints as study_endpoints
 from ipacs.users import endpoints as user_endpoints
 
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api.include_router(auth_endpoints.router)
     api.include_router(user_endpoints.router)
     api.include_router(project_endpoints.router)
+    # Before the definitions router, whose /datapoints/{datapoint_id} would catch /datapoints/search.
+    api.include_router(search_endpoints.router)
     api.include_router(datapoint_endpoints.router)
     api.include_router(patient_endpoints.router)
     api.include_router(patient_endpoints.patients_api)

@@ -1,0 +1,1 @@
+"""Searching a project subtree: StringQuery, datapoint value search, CSV export."""
