@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import Select, delete, func, insert, literal, or_, select
+from sqlalchemy import Select, delete, func, insert, literal, or_, select, true
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from ipacs.auth.caller import Caller
@@ -150,9 +150,11 @@ def move_subtree(session: Session, project_id: int, new_parent_id: int | None) -
     session.execute(
         insert(ProjectClosure).from_select(
             ["ancestor_id", "descendant_id", "depth"],
-            select(above.ancestor_id, below.descendant_id, above.depth + below.depth + 1).where(
-                above.descendant_id == new_parent_id, below.ancestor_id == project_id
-            ),
+            # Every ancestor of the new parent times every member of the subtree.
+            select(above.ancestor_id, below.descendant_id, above.depth + below.depth + 1)
+            .select_from(above)
+            .join(below, true())
+            .where(above.descendant_id == new_parent_id, below.ancestor_id == project_id),
         )
     )
 
