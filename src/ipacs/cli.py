@@ -231,5 +231,56 @@ def user_enable(username: str) -> None:
     console.print(f"enabled {username}")
 
 
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(help="how many synthetic patients")] = 200,
+    datapoints: Annotated[int, typer.Option(help="datapoint definitions (values per patient)")] = 10,
+    name: Annotated[str, typer.Option(help="name of the demo project")] = "Demo trial",
+    batch_size: Annotated[int, typer.Option(help="rows per transaction")] = 5000,
+) -> None:
+    """Load a demo project (two sites, typed datapoints, patients with values and studies)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ipacs.auth.caller import Caller
+    from ipacs.demo import load_demo
+
+    settings = get_settings()
+    prepare_database(settings)
+    database = _database(settings)
+    try:
+        with database.session() as session:
+            admin = user_repository.first_admin(session)
+        if admin is None:
+            err_console.print("[red]error:[/red] no active administrator to own the demo data")
+            raise typer.Exit(1)
+        columns = (
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err_console) as bar:
+            task = bar.add_task("patients", total=patients)
+            try:
+                result = load_demo(
+                    database,
+                    Caller.from_user(admin),
+                    name=name,
+                    patients=patients,
+                    datapoints=datapoints,
+                    batch_size=batch_size,
+                    progress=lambda n: bar.advance(task, n),
+                )
+            except IpacsError as exc:
+                err_console.print(f"[red]error:[/red] {exc.message}")
+                raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    console.print(
+        f"project {result.project_id} {name!r}: {result.patients} patients, "
+        f"{result.values} datapoint values, {result.studies} studies"
+    )
+
+
 def main() -> None:
     app()

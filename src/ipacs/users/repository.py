@@ -35,3 +35,7 @@ def grants_of(session: Session, user_id: int) -> list[tuple[int, str, int]]:
         .order_by(Project.id)
     )
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def first_admin(session: Session) -> User | None:
+    return session.scalars(select(User).where(User.is_admin, User.is_active).order_by(User.id)).first()
