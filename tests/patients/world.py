@@ -101,10 +101,9 @@ def define(client: TestClient, project_id: int, name: str, dp_type: str, **field
     return created
 
 
-def new_study(
-    client: TestClient, project_id: int, patient_pk: int, who: str = "member", **fields: Any
-) -> Any:
-    r = call(client, "POST", f"/projects/{project_id}/patients/{patient_pk}/studies", who, json=fields)
+def new_study(client: TestClient, route: int, patient_pk: int, who: str = "member", **fields: Any) -> Any:
+    """A study record created through the route of project `route`; returns PostStudyResponse."""
+    r = call(client, "POST", f"/projects/{route}/patients/{patient_pk}/studies", who, json=fields)
     return ok(r, 201)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ipacs.audit import service as audit
@@ -20,12 +19,13 @@ from ipacs.datapoints import repository as datapoint_repository
 from ipacs.db.paging import Page, PageParams
 from ipacs.errors import Conflict, NotFound
 from ipacs.etags import check_if_match
-from ipacs.models import Patient, Project, Study
+from ipacs.models import Patient, Project
 from ipacs.patients import repository
 from ipacs.patients.repository import PatientSort
 from ipacs.patients.schemas import PatientEmpty, PatientUpdate
-from ipacs.projects.repository import ancestor_ids, subtree_ids
+from ipacs.projects.repository import ancestor_ids
 from ipacs.projects.scope import is_within
+from ipacs.studies import repository as study_repository
 
 AUDITED_FIELDS = ("project_id", "patient_id", "patient_name", "birth_date", "sex")
 
@@ -136,13 +136,7 @@ def update_patient(
         setattr(patient, name, value)
     session.flush()
     if target != old_project:
-        # Studies stay within the patient's subtree: those outside follow it.
-        inside = subtree_ids(session, target)
-        session.execute(
-            update(Study)
-            .where(Study.patient_id == patient.id, Study.project_id.not_in(inside))
-            .values(project_id=target)
-        )
+        _studies_follow(session, caller, patient)
     old, new = audit.changed_fields(before, audit.snapshot(patient, AUDITED_FIELDS))
     if new:
         audit.record(
@@ -159,6 +153,29 @@ def update_patient(
     found = repository.get(session, patient.id)
     assert found is not None
     return found
+
+
+def _studies_follow(session: Session, caller: Caller, patient: Patient) -> None:
+    """Studies stay within the patient's subtree: those outside follow it to its new project.
+
+    Each is updated through the ORM (not a bulk UPDATE) so that its version, and
+    so its ETag, changes and the move is in the audit log like any study update.
+    """
+    for study in study_repository.outside_subtree(session, patient.id, patient.project_id):
+        before = study.project_id
+        study.project_id = patient.project_id
+        session.flush()
+        audit.record(
+            session,
+            caller,
+            "update",
+            "study",
+            entity_id=study.id,
+            entity_uuid=study.uuid,
+            project_id=study.project_id,
+            before={"project_id": before},
+            after={"project_id": study.project_id},
+        )
 
 
 def _check_move(session: Session, caller: Caller, patient: Patient, target_id: int) -> None:

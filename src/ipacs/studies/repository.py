@@ -28,3 +28,10 @@ def list_for_patient(
         subtree = select(ProjectClosure.descendant_id).where(ProjectClosure.ancestor_id == project_id)
         stmt = stmt.where(Study.project_id.in_(subtree))
     return fetch_page(session, stmt, Study.id, params or PageParams(limit=10_000))
+
+
+def outside_subtree(session: Session, patient_pk: int, project_id: int) -> list[Study]:
+    """The patient's studies that live outside the project's subtree."""
+    subtree = select(ProjectClosure.descendant_id).where(ProjectClosure.ancestor_id == project_id)
+    stmt = select(Study).where(Study.patient_id == patient_pk, Study.project_id.not_in(subtree))
+    return list(session.scalars(stmt.order_by(Study.id)))
