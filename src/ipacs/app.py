@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import PlainTextResponse
 
 from ipacs import __version__
@@ -16,6 +16,7 @@ from ipacs.api.middleware import (
 )
 from ipacs.auth import endpoints as auth_endpoints
 from ipacs.auth.service import Authenticator
+from ipacs.auth.sessions import count_live_sessions
 from ipacs.config import Settings, get_settings
 from ipacs.datapoints import endpoints as datapoint_endpoints
 from ipacs.datapoints import value_endpoints
@@ -29,6 +30,9 @@ from ipacs.patients import endpoints as patient_endpoints
 from ipacs.projects import endpoints as project_endpoints
 from ipacs.search import endpoints as search_endpoints
 from ipacs.studies import endpoints as study_endpoints
+from ipacs.telemetry.metrics import ACTIVE_SESSIONS
+from ipacs.telemetry.metrics import render as render_metrics
+from ipacs.telemetry.request_log import RequestLogMiddleware
 from ipacs.users import endpoints as user_endpoints
 
 API_PREFIX = "/api/v1.0"
@@ -92,12 +96,21 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         """Liveness: answers without authentication."""
         return "ok"
 
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus metrics (aggregate counters only; no authentication)."""
+        with database.session() as session:
+            ACTIVE_SESSIONS.set(count_live_sessions(session, settings.session_idle_timeout))
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
+
     # Outermost last: the cookie and headers reach every response, errors included.
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, exempt_suffixes=("/dicom",)
     )
     app.add_middleware(SessionCookieMiddleware, settings=settings)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestLogMiddleware)
     return app
 
 

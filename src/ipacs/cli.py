@@ -7,7 +7,9 @@ audit trail.
 
 from __future__ import annotations
 
+import logging.config
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from ipacs.db.migrate import upgrade_to_head
 from ipacs.dicom.receiver import Receiver
 from ipacs.dicom.storage import FileStore
 from ipacs.errors import IpacsError
+from ipacs.telemetry.log_format import log_config
 from ipacs.users import repository as user_repository
 from ipacs.users import service as user_service
 from ipacs.users.schemas import UserCreate, UserUpdate
@@ -111,6 +114,13 @@ def serve(
     settings = get_settings()
     prepare_database(settings)
     err_console.print(f"iPACS on http://{settings.host}:{settings.port}/api/v1.0 (data: {settings.data_dir})")
+    logging.config.dictConfig(log_config(settings.log_format, settings.log_level))
+    if settings.workers > 1:
+        # Metrics of all worker processes are summed through files in this folder.
+        metrics_dir = settings.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
     receiver = None
     if settings.workers > 1 and settings.dicom_port:
         # One receiver for the machine: it lives in this supervisor process,
@@ -127,10 +137,11 @@ def serve(
         host=settings.host,
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
-        log_level="info",
         proxy_headers=False,
         server_header=False,
         timeout_keep_alive=5,
+        log_config=log_config(settings.log_format, settings.log_level),
+        access_log=False,
     )
     if receiver is not None:
         receiver.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     workers: int = 1
     dicom_port: int = 11112
     dicom_ae_title: str = "IPACS"
+
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
 
     admin_username: str = "admin"
     admin_password: SecretStr | None = None

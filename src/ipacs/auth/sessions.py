@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ipacs import clock
@@ -71,3 +71,9 @@ def end_session(session: Session, token: str) -> None:
 
 def end_user_sessions(session: Session, user_id: int) -> None:
     session.execute(delete(UserSession).where(UserSession.user_id == user_id))
+
+
+def count_live_sessions(session: Session, idle_timeout: int) -> int:
+    since = clock.now() - timedelta(seconds=idle_timeout)
+    stmt = select(func.count()).select_from(UserSession).where(UserSession.last_seen_at >= since)
+    return session.scalar(stmt) or 0

@@ -31,6 +31,7 @@ from ipacs.patients.service import register_patient
 from ipacs.studies import repository as study_repository
 from ipacs.studies.schemas import StudyCreate
 from ipacs.studies.service import register_study
+from ipacs.telemetry.metrics import DICOM_INSTANCES, INGEST_FAILURES
 
 log = logging.getLogger("ipacs.dicom.ingest")
 RETRIES = 3
@@ -54,6 +55,8 @@ class IngestBatch:
     """What one request or association has done so far: one audit event per study."""
 
     source: str
+    # "c-store", "http" or "stow": a metrics label, so a few values only.
+    channel: str = "http"
     audited_studies: set[int] = field(default_factory=set)
     stored: int = 0
     duplicates: int = 0
@@ -224,6 +227,7 @@ class Ingestor:
                     if attempt == RETRIES - 1:
                         raise
                     continue
+                DICOM_INSTANCES.labels(batch.channel, result.status).inc()
                 if result.status == "stored":
                     batch.stored += 1
                     batch.audited_studies.add(result.study_id)
@@ -231,6 +235,9 @@ class Ingestor:
                     batch.duplicates += 1
                 return result
             raise AssertionError("unreachable")
+        except BaseException:
+            INGEST_FAILURES.labels(batch.channel).inc()
+            raise
         finally:
             self.storage.discard(staged)
 

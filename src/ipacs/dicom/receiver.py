@@ -95,7 +95,9 @@ class Receiver:
             return
         assoc.acceptor.ae_title = called
         with self._lock:
-            self._associations[id(assoc)] = _Association(project_id, IngestBatch(f"c-store from {calling}"))
+            self._associations[id(assoc)] = _Association(
+                project_id, IngestBatch(f"c-store from {calling}", channel="c-store")
+            )
 
     def _on_closed(self, event: Any) -> None:
         with self._lock:

@@ -1,0 +1,1 @@
+"""Operations: structured request logs with request ids, and Prometheus metrics."""
