@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, literal, not_, or_, select
 
 from ipacs.datapoints.values import sortable_column
 from ipacs.models import DatapointValue, Patient, Study
@@ -83,17 +83,38 @@ class _Compiler:
     def chain(
         self, operands: tuple[Node, ...], combine: Combine, *, conjunct: bool, in_study: bool
     ) -> ColumnElement[bool]:
-        """AND / OR; the operands that only test studies share one "has a study" test."""
+        """AND / OR, grouping operands that can share one subquery.
+
+        The operands that only test studies share one "has a study" test. In an
+        AND, the conditions on one datapoint share one subquery too: a patient
+        has at most one value per datapoint, so "a value >= x and a value < y"
+        is "a value in [x, y)", which one index range answers.
+        """
         direct: list[ColumnElement[bool]] = []
         per_study: list[ColumnElement[bool]] = []
+        per_datapoint: dict[tuple[int, ...], list[ColumnElement[bool]]] = {}
         for operand in operands:
+            compared = self.compared_datapoint(operand) if combine is and_ else None
             if not in_study and self.only_studies(operand):
                 per_study.append(self.node(operand, in_study=True))
+            elif compared is not None:
+                condition, field = compared
+                per_datapoint.setdefault(field.ids, []).append(self.value_test(condition, field))
             else:
                 direct.append(self.node(operand, conjunct=conjunct, in_study=in_study))
         if per_study:
             direct.append(self.has_study(combine(*per_study), conjunct=conjunct))
+        for ids, tests in per_datapoint.items():
+            direct.append(self.has_value(ids, and_(*tests), conjunct=conjunct))
         return combine(*direct)
+
+    def compared_datapoint(self, node: Node) -> tuple[Condition, DatapointField] | None:
+        """`node` and its datapoint, if it compares a datapoint's value (IS NULL does not)."""
+        if isinstance(node, Comparison | InList | Contains):
+            field = self.schema.lookup(node.field.name)
+            if isinstance(field, DatapointField):
+                return node, field
+        return None
 
     def per_study(self, field: SchemaField | None) -> bool:
         return self.target == "patients" and isinstance(field, AttributeField) and field.entity == "study"
@@ -116,36 +137,36 @@ class _Compiler:
         # caller's query also reads studies.
         return select(Study.id).where(Study.patient_id == Patient.id, test).correlate_except(Study).exists()
 
-    def has_value(self, values: Select[int], *, conjunct: bool) -> ColumnElement[bool]:
-        """Whether the subject's patient is among those `values` (of datapoint_values) select."""
+    def has_value(
+        self, ids: tuple[int, ...], test: ColumnElement[bool] | None, *, conjunct: bool
+    ) -> ColumnElement[bool]:
+        """Whether the subject's patient has a value of datapoint `ids` passing `test`."""
+        value = DatapointValue
+        which = value.datapoint_id == ids[0] if len(ids) == 1 else value.datapoint_id.in_(ids)
+        values = select(value.patient_id).where(which)
+        if test is not None:
+            values = values.where(test)
         if conjunct:
             return self.subject.in_(values)
-        value = DatapointValue
         return values.where(value.patient_id == self.subject).correlate_except(value).exists()
 
     def condition(self, node: Condition, field: SchemaField, *, conjunct: bool) -> ColumnElement[bool]:
-        match field:
-            case DatapointField():
-                return self.datapoint_condition(node, field, conjunct=conjunct)
-            case AttributeField(type=kind) if kind == MODALITIES:
+        match field, node:
+            case DatapointField(), IsNull(negated=True):
+                return self.has_value(field.ids, None, conjunct=conjunct)
+            case DatapointField(), IsNull():
+                return not_(self.has_value(field.ids, None, conjunct=False))
+            case DatapointField(), _:
+                return self.has_value(field.ids, self.value_test(node, field), conjunct=conjunct)
+            case AttributeField(type=kind), _ if kind == MODALITIES:
                 return modalities_condition(node, field)
-            case AttributeField():
+            case AttributeField(), _:
                 return attribute_condition(node, field)
 
-    def datapoint_condition(
-        self, node: Condition, field: DatapointField, *, conjunct: bool
-    ) -> ColumnElement[bool]:
+    def value_test(self, node: Condition, field: DatapointField) -> ColumnElement[bool]:
         value = DatapointValue
-        ids = field.ids
-        which = value.datapoint_id == ids[0] if len(ids) == 1 else value.datapoint_id.in_(ids)
-        values = select(value.patient_id).where(which)
-        match node:
-            case IsNull(negated=True):
-                return self.has_value(values, conjunct=conjunct)
-            case IsNull():
-                return not_(self.has_value(values, conjunct=False))
         column = value.num_value if sortable_column(field.type) == "num" else value.text_value
-        return self.has_value(values.where(column_test(node, field, column)), conjunct=conjunct)
+        return column_test(node, field, column)
 
 
 def attribute_condition(node: Condition, field: AttributeField) -> ColumnElement[bool]:

@@ -166,6 +166,8 @@ class QuerySchema:
             # that the shared prefix alone makes nothing look close; a missing or
             # wrong prefix costs a little.
             score = difflib.SequenceMatcher(None, suffix, known_suffix).ratio()
+            if len(suffix) >= 3 and suffix in known_suffix:
+                score = max(score, 0.7)  # "date" -> study_date, "name" -> patient_name
             if prefix != known_prefix:
                 score -= 0.05
             if score >= 0.6:
