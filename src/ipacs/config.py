@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     session_idle_timeout: int = Field(1800, description="seconds without a request")
     session_absolute_lifetime: int = Field(12 * 3600, description="seconds since login")
     cookie_secure: bool = False
+    # Origins (scheme://host[:port]) besides our own allowed to send cookie-authenticated writes.
+    allowed_origins: list[str] = []
     max_sessions_per_user: int = 20
 
     # Basic auth: how long a verified password is remembered in memory.

@@ -19,7 +19,7 @@ from ipacs.api.middleware import SESSION_COOKIE
 from ipacs.auth.caller import Caller
 from ipacs.auth.service import Authenticator
 from ipacs.db.engine import Database
-from ipacs.errors import Unauthorized
+from ipacs.errors import PermissionDenied, Unauthorized
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -57,9 +57,28 @@ def get_caller(request: Request) -> Caller:
     if cookie:
         caller = authenticator.from_session(cookie)
         if caller is not None:
+            _refuse_cross_site(request)
             request.state.caller = caller
             return caller
     raise Unauthorized()
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """CSRF: a browser sends the cookie on cross-site requests too, but also their Origin.
+
+    An unsafe request authenticated by cookie alone must come from this
+    server's own origin or one listed in IPACS_ALLOWED_ORIGINS. Scripts that
+    send no Origin header (curl, Python) are not affected.
+    """
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    allowed = request.app.state.settings.allowed_origins
+    if origin.rstrip("/") != own and origin.rstrip("/") not in allowed:
+        raise PermissionDenied(f"Cross-site request from {origin} refused")
 
 
 def get_db(request: Request) -> Iterator[Session]:
