@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ipacs.schemas import Creator, InputModel, OutputModel
 
 DATAPOINT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 DatapointType = Literal["string", "integer", "decimal", "boolean", "date", "datetime", "choice"]
-Bound = int | float | str
+
+
+def _not_boolean(value: Any) -> Any:
+    # JSON true/false would otherwise be read as the integers 1/0.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, or a date or datetime string, not true/false")
+    return value
+
+
+# A minimum or maximum: a number, or an ISO date/datetime string; the type check is the service's.
+Bound = Annotated[int | float | str, BeforeValidator(_not_boolean)]
 
 
 class DatapointOut(OutputModel):
