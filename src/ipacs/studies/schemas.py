@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from uuid import UUID
 
@@ -14,6 +15,7 @@ UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 # DICOM TM written as HH:MM[:SS[.ffffff]] or HHMMSS[.ffffff].
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):?[0-5][0-9](:?[0-5][0-9](\.[0-9]{1,6})?)?$"
 MODALITY_PATTERN = r"^[A-Z0-9_]{1,16}$"
+MODALITIES_MAX_LENGTH = 200  # the width of studies.modalities
 
 
 class StudyOut(OutputModel):
@@ -65,12 +67,13 @@ class StudyFields(InputModel):
     @field_validator("modalities")
     @classmethod
     def _modalities(cls, value: list[str] | None) -> list[str] | None:
-        import re
-
         if value is not None:
             for m in value:
                 if not re.fullmatch(MODALITY_PATTERN, m):
                     raise ValueError(f"not a DICOM modality code: {m!r}")
+            # They are stored joined with backslashes in a column of this size.
+            if len("\\".join(value)) > MODALITIES_MAX_LENGTH:
+                raise ValueError(f"at most {MODALITIES_MAX_LENGTH} characters together")
         return value
 
 
