@@ -248,24 +248,28 @@ def grant_role(session: Session, caller: Caller, project_id: int, username: str,
         raise NotFound(f"No user {username!r}")
     rank = Role.parse(role)
     membership = repository.membership(session, project.id, user.id)
-    before = {"role": Role(membership.role).label} if membership else None
-    if membership is None:
-        membership = Membership(project_id=project.id, user_id=user.id, role=rank, granted_by_id=caller.id)
-        session.add(membership)
-    else:
-        membership.role = rank
-        membership.granted_by_id = caller.id
-    session.flush()
-    audit.record(
-        session,
-        caller,
-        "grant" if before is None else "update",
-        "membership",
-        entity_id=user.id,
-        project_id=project.id,
-        before=before,
-        after={"username": username, "role": rank.label},
-    )
+    # Granting the role already held is no change: nothing to write or record.
+    if membership is None or membership.role != rank:
+        before = {"username": user.username, "role": Role(membership.role).label} if membership else None
+        if membership is None:
+            membership = Membership(
+                project_id=project.id, user_id=user.id, role=rank, granted_by_id=caller.id
+            )
+            session.add(membership)
+        else:
+            membership.role = rank
+            membership.granted_by_id = caller.id
+        session.flush()
+        audit.record(
+            session,
+            caller,
+            "grant" if before is None else "update",
+            "membership",
+            entity_id=user.id,
+            project_id=project.id,
+            before=before,
+            after={"username": user.username, "role": rank.label},
+        )
     session.refresh(membership, ["user"])
     return _present_member(membership)
 
