@@ -182,6 +182,7 @@ def rolled_back(app: FastAPI) -> Iterator[None]:
 
 def _check(client: TestClient, spec: Endpoint, tree: Tree, caller: str, expected: int) -> str | None:
     """What is wrong with one caller's answer, if anything."""
+    client.cookies.clear()  # each caller speaks for itself, with no session of the one before
     r = spec.request(client, _headers(caller), tree.target.id, tree.datapoint_id)
     if r.status_code != expected:
         return f"{caller}: expected {expected}, got {r.status_code} {r.text[:200]}"
