@@ -8,8 +8,9 @@ Semantics (docs/query-language.md states them for users):
 - Two-valued logic: every condition is true or false, never SQL NULL, so
   `NOT c` matches exactly what `c` does not. A condition on a missing value is
   false: `arm != 'A'` skips patients without an arm, `NOT arm = 'A'` keeps them.
-  Datapoint conditions are EXISTS tests (never NULL); conditions on nullable
-  columns are guarded with `col IS NOT NULL AND ...`.
+  Datapoint and study conditions are subquery tests (EXISTS, or IN over
+  non-null ids: never NULL); conditions on nullable columns are guarded with
+  `col IS NOT NULL AND ...`.
 - A datapoint condition asks whether the patient has a value of that
   datapoint satisfying it: a subquery on datapoint_values that the
   (datapoint_id, num_value|text_value, patient_id) indexes answer. For
@@ -29,7 +30,7 @@ from sqlalchemy import ColumnElement, and_, false, func, literal, not_, or_, sel
 
 from ipacs.datapoints.values import sortable_column
 from ipacs.models import DatapointValue, Patient, Study
-from ipacs.query.ast import And, Comparison, Condition, Contains, InList, IsNull, Node, Not, Or
+from ipacs.query.ast import And, Comparison, Condition, Contains, InList, IsNull, Node, Not, Operator, Or
 from ipacs.query.check import MODALITY_SEPARATOR, check_contains, check_operator, encode
 from ipacs.query.errors import QueryError
 from ipacs.query.parser import parse_query
@@ -193,7 +194,7 @@ def column_test(node: Condition, field: SchemaField, column: Any) -> ColumnEleme
             raise AssertionError("IS NULL is compiled by the caller")
 
 
-def compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+def compare(column: Any, op: Operator, value: Any) -> ColumnElement[bool]:
     match op:
         case "=":
             result = column == value
@@ -205,7 +206,7 @@ def compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
             result = column <= value
         case ">":
             result = column > value
-        case _:
+        case ">=":
             result = column >= value
     return result  # type: ignore[no-any-return]
 
