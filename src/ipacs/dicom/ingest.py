@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from ipacs.audit import service as audit
 from ipacs.db.engine import Database
 from ipacs.dicom.header import DicomHeader, read_header
+from ipacs.dicom.removal import lock_storage_key
 from ipacs.dicom.storage import FileStore, StagedFile
 from ipacs.errors import Conflict
 from ipacs.models import Instance, Patient, Project, Series, Study
@@ -202,6 +203,8 @@ def store_instance(
             after={"source": batch.source},
         )
     session.flush()  # uniqueness races surface here, before the file moves
+    # Held to the commit: a deletion's file removal cannot interleave (see removal.py).
+    lock_storage_key(session, key)
     storage.promote(staged)
     return IngestResult(
         "stored", study.id, str(study.uuid), study.study_instance_uid, header.sop_instance_uid

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 
 from ipacs.api.deps import CurrentUser, SessionDep
 from ipacs.api.headers import IfMatch
 from ipacs.api.paging import PageDep, set_page_headers
 from ipacs.authz.roles import Role
+from ipacs.dicom.removal import remove_unreferenced
 from ipacs.etags import etag_of
 from ipacs.patients import detail, service
 from ipacs.patients.repository import PatientSort
 from ipacs.patients.schemas import PatientDetail, PatientEmpty, PatientOut, PatientUpdate
-from ipacs.schemas import error_responses
+from ipacs.schemas import SuccessResponse, error_responses
 
 router = APIRouter(
     prefix="/projects/{project_id}/patients", tags=["patients"], responses=error_responses(400, 401, 403, 404)
@@ -132,3 +133,24 @@ def update_patient_detail(
     patient = service.update_patient(db, caller, patient, body, if_match)
     response.headers["ETag"] = etag_of(patient)
     return detail.describe(db, patient)
+
+
+@router.delete("/{patient_pk}", response_model=SuccessResponse, responses=error_responses(412))
+def delete_patient(
+    project_id: int,
+    patient_pk: int,
+    request: Request,
+    background: BackgroundTasks,
+    caller: CurrentUser,
+    db: SessionDep,
+    if_match: IfMatch = None,
+) -> SuccessResponse:
+    """Delete a patient with its studies, their images and its datapoint values (managers)."""
+    deleted = service.delete_patient(db, caller, project_id, patient_pk, if_match)
+    # Background tasks run after the response, so after the session's commit.
+    state = request.app.state
+    background.add_task(remove_unreferenced, state.database, state.storage, deleted.files)
+    return SuccessResponse(
+        message=f"Deleted patient {patient_pk} with {deleted.studies} studies, "
+        f"{deleted.series} series and {deleted.instances} instances"
+    )

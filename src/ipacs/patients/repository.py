@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from ipacs.db.like import LIKE_ESCAPE, contains_pattern
 from ipacs.db.paging import Page, PageParams, fetch_page
-from ipacs.models import Patient, ProjectClosure
+from ipacs.models import DatapointValue, DatapointValueVersion, Patient, ProjectClosure
 
 PatientSort = Literal["id", "patient_id", "-patient_id", "created_at", "-created_at"]
 
@@ -68,3 +68,16 @@ def list_patients(
         "-created_at": (Patient.created_at.desc(),),
     }[sort]
     return fetch_page(session, stmt, Patient.id, params, order_by=order)
+
+
+def delete_patient_values(session: Session, patient_pk: int) -> int:
+    """Delete a patient's datapoint values and their history; returns how many values went."""
+    values = select(DatapointValue.id).where(DatapointValue.patient_id == patient_pk)
+    count = session.scalar(select(func.count()).select_from(values.subquery())) or 0
+    session.execute(delete(DatapointValueVersion).where(DatapointValueVersion.value_id.in_(values)))
+    session.execute(delete(DatapointValue).where(DatapointValue.patient_id == patient_pk))
+    return count
+
+
+def delete_patient_row(session: Session, patient_pk: int) -> None:
+    session.execute(delete(Patient).where(Patient.id == patient_pk))

@@ -19,7 +19,7 @@ from ipacs.datapoints import repository as datapoint_repository
 from ipacs.db.paging import Page, PageParams
 from ipacs.errors import Conflict, NotFound
 from ipacs.etags import check_if_match
-from ipacs.models import Patient, Project
+from ipacs.models import Patient, Project, Study
 from ipacs.patients import repository
 from ipacs.patients.repository import PatientSort
 from ipacs.patients.schemas import PatientEmpty, PatientUpdate
@@ -188,3 +188,38 @@ def _check_move(session: Session, caller: Caller, patient: Patient, target_id: i
             f"{orphaned} datapoint values of this patient belong to datapoints that do not apply "
             "in the target project"
         )
+
+
+def delete_patient(
+    session: Session, caller: Caller, project_id: int, patient_pk: int, if_match: str | None
+) -> study_repository.DeletedImaging:
+    """Delete a patient with its studies, series, instances and datapoint values (managers); audited.
+
+    The stored files are not touched here: the caller removes `files` once
+    the transaction has committed (see `ipacs.dicom.removal`).
+    """
+    patient = find_patient(session, caller, project_id, patient_pk)
+    project = session.get(Project, patient.project_id)
+    assert project is not None
+    check_role(session, caller, project, Role.MANAGER, "Deleting this patient")
+    check_if_match(patient, if_match)
+    before = audit.snapshot(patient, AUDITED_FIELDS)
+    patient_pk, patient_uuid = patient.id, patient.uuid
+    values = repository.delete_patient_values(session, patient_pk)
+    deleted = study_repository.delete_studies(session, Study.patient_id == patient_pk)
+    repository.delete_patient_row(session, patient_pk)
+    audit.record(
+        session,
+        caller,
+        "delete",
+        "patient",
+        entity_id=patient_pk,
+        entity_uuid=patient_uuid,
+        project_id=project.id,
+        before=before,
+        after={
+            "deleted": {**deleted.counts(), "datapoint_values": values},
+            "study_instance_uids": deleted.study_instance_uids,
+        },
+    )
+    return deleted

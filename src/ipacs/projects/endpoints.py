@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 
 from ipacs.api.deps import CurrentUser, SessionDep
 from ipacs.api.headers import IfMatch
 from ipacs.api.paging import PageDep, set_page_headers
+from ipacs.dicom.removal import remove_unreferenced
 from ipacs.etags import etag_of
 from ipacs.projects import service
 from ipacs.projects.schemas import (
@@ -77,13 +78,18 @@ def update_project(
 @router.delete("/{project_id}", response_model=SuccessResponse, responses=error_responses(409, 412))
 def delete_project(
     project_id: int,
+    request: Request,
+    background: BackgroundTasks,
     caller: CurrentUser,
     db: SessionDep,
     force: Annotated[bool, Query(description="also delete subprojects, patients and their data")] = False,
     if_match: IfMatch = None,
 ) -> SuccessResponse:
     """Delete a project (managers); refused while it holds patients or subprojects unless force=true."""
-    counts = service.delete_project(db, caller, project_id, force=force, if_match=if_match)
+    counts, files = service.delete_project(db, caller, project_id, force=force, if_match=if_match)
+    # Background tasks run after the response, so after the session's commit.
+    state = request.app.state
+    background.add_task(remove_unreferenced, state.database, state.storage, files)
     summary = ", ".join(f"{n} {what}" for what, n in counts.items())
     return SuccessResponse(message=f"Deleted {summary}")
 

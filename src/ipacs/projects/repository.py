@@ -12,6 +12,7 @@ from ipacs.auth.caller import Caller
 from ipacs.authz.access import readable_project_ids
 from ipacs.db.like import LIKE_ESCAPE, contains_pattern
 from ipacs.db.paging import Page, PageParams, fetch_page
+from ipacs.dicom.removal import StoredFile
 from ipacs.models import (
     Datapoint,
     DatapointValue,
@@ -23,6 +24,7 @@ from ipacs.models import (
     Study,
     User,
 )
+from ipacs.studies import repository as study_repository
 
 
 def _visible(caller: Caller) -> Select[Project]:
@@ -172,8 +174,12 @@ def count_patients(session: Session, project_ids: list[int]) -> int:
     )
 
 
-def delete_subtree(session: Session, ids: list[int]) -> dict[str, int]:
-    """Delete projects (deepest first) and everything in them; returns what was deleted."""
+def delete_subtree(session: Session, ids: list[int]) -> tuple[dict[str, int], list[StoredFile]]:
+    """Delete projects (deepest first) and everything in them.
+
+    Returns what was deleted, and the stored files the deleted instances
+    named: remove those after the commit (`ipacs.dicom.removal`).
+    """
     patients = select(Patient.id).where(Patient.project_id.in_(ids))
     values = select(DatapointValue.id).where(
         or_(
@@ -184,8 +190,6 @@ def delete_subtree(session: Session, ids: list[int]) -> dict[str, int]:
     counts = {
         "projects": len(ids),
         "patients": session.scalar(select(func.count()).select_from(patients.subquery())) or 0,
-        "studies": session.scalar(select(func.count()).select_from(Study).where(Study.project_id.in_(ids)))
-        or 0,
         "datapoints": session.scalar(
             select(func.count()).select_from(Datapoint).where(Datapoint.project_id.in_(ids))
         )
@@ -194,14 +198,17 @@ def delete_subtree(session: Session, ids: list[int]) -> dict[str, int]:
     }
     session.execute(delete(DatapointValueVersion).where(DatapointValueVersion.value_id.in_(values)))
     session.execute(delete(DatapointValue).where(DatapointValue.id.in_(values)))
-    session.execute(delete(Study).where(or_(Study.project_id.in_(ids), Study.patient_id.in_(patients))))
+    imaging = study_repository.delete_studies(
+        session, or_(Study.project_id.in_(ids), Study.patient_id.in_(patients))
+    )
+    counts.update(imaging.counts())
     session.execute(delete(Patient).where(Patient.project_id.in_(ids)))
     session.execute(delete(Datapoint).where(Datapoint.project_id.in_(ids)))
     session.execute(delete(Membership).where(Membership.project_id.in_(ids)))
     session.execute(delete(ProjectClosure).where(ProjectClosure.descendant_id.in_(ids)))
     for project_id in ids:  # deepest first, so parent_id references never dangle
         session.execute(delete(Project).where(Project.id == project_id))
-    return counts
+    return counts, imaging.files
 
 
 def members(session: Session, project_id: int, params: PageParams) -> Page[Membership]:

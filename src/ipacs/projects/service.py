@@ -13,6 +13,7 @@ from ipacs.authz.access import check_role, effective_roles, require_role
 from ipacs.authz.roles import Role
 from ipacs.datapoints import repository as datapoint_repository
 from ipacs.db.paging import Page, PageParams
+from ipacs.dicom.removal import StoredFile
 from ipacs.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from ipacs.etags import check_if_match
 from ipacs.models import AuditEvent, Membership, Project
@@ -189,8 +190,12 @@ def _parent_of(session: Session, project: Project) -> Project:
 
 def delete_project(
     session: Session, caller: Caller, project_id: int, *, force: bool, if_match: str | None
-) -> dict[str, int]:
-    """Refused while it holds patients or subprojects, unless forced; recorded in the audit log."""
+) -> tuple[dict[str, int], list[StoredFile]]:
+    """Refused while it holds patients or subprojects, unless forced; recorded in the audit log.
+
+    Returns what was deleted and the stored files to remove once the
+    transaction has committed (`ipacs.dicom.removal`).
+    """
     project = get_project(session, caller, project_id, Role.MANAGER)
     check_if_match(project, if_match)
     ids = repository.subtree_ids(session, project.id)
@@ -202,7 +207,7 @@ def delete_project(
             "delete them first or pass force=true"
         )
     snapshot = audit.snapshot(project, AUDITED_FIELDS)
-    counts = repository.delete_subtree(session, ids)
+    counts, files = repository.delete_subtree(session, ids)
     # Recorded on the parent, whose audit log outlives this project.
     audit.record(
         session,
@@ -215,7 +220,7 @@ def delete_project(
         before=snapshot,
         after={"deleted": counts},
     )
-    return counts
+    return counts, files
 
 
 def _present_member(m: Membership) -> MemberOut:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 
 from ipacs.api.deps import CurrentUser, SessionDep
 from ipacs.api.headers import IfMatch
 from ipacs.api.paging import PageDep, set_page_headers
+from ipacs.dicom.removal import remove_unreferenced
 from ipacs.etags import etag_of
-from ipacs.schemas import error_responses
+from ipacs.schemas import SuccessResponse, error_responses
 from ipacs.studies import service
 from ipacs.studies.schemas import PostStudyResponse, StudyCreate, StudyOut, StudyUpdate
 
@@ -75,3 +76,24 @@ def update_study(
     study = service.update_study(db, caller, project_id, patient_pk, study_pk, body, if_match)
     response.headers["ETag"] = etag_of(study)
     return StudyOut.model_validate(study)
+
+
+@router.delete("/{study_pk}", response_model=SuccessResponse, responses=error_responses(412))
+def delete_study(
+    project_id: int,
+    patient_pk: int,
+    study_pk: int,
+    request: Request,
+    background: BackgroundTasks,
+    caller: CurrentUser,
+    db: SessionDep,
+    if_match: IfMatch = None,
+) -> SuccessResponse:
+    """Delete a study with its series and images (managers)."""
+    deleted = service.delete_study(db, caller, project_id, patient_pk, study_pk, if_match)
+    # Background tasks run after the response, so after the session's commit.
+    state = request.app.state
+    background.add_task(remove_unreferenced, state.database, state.storage, deleted.files)
+    return SuccessResponse(
+        message=f"Deleted study {study_pk} with {deleted.series} series and {deleted.instances} instances"
+    )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass, field
+
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from ipacs.db.paging import Page, PageParams, fetch_page
-from ipacs.models import ProjectClosure, Study
+from ipacs.dicom.removal import StoredFile
+from ipacs.models import Instance, ProjectClosure, Series, Study
 
 
 def get(session: Session, study_pk: int) -> Study | None:
@@ -35,3 +38,53 @@ def outside_subtree(session: Session, patient_pk: int, project_id: int) -> list[
     subtree = select(ProjectClosure.descendant_id).where(ProjectClosure.ancestor_id == project_id)
     stmt = select(Study).where(Study.patient_id == patient_pk, Study.project_id.not_in(subtree))
     return list(session.scalars(stmt.order_by(Study.id)))
+
+
+@dataclass
+class DeletedImaging:
+    """What deleting studies removed from the database, and the files to remove after the commit."""
+
+    studies: int = 0
+    series: int = 0
+    instances: int = 0
+    size_bytes: int = 0
+    study_instance_uids: list[str] = field(default_factory=list)
+    files: list[StoredFile] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "studies": self.studies,
+            "series": self.series,
+            "instances": self.instances,
+            "size_bytes": self.size_bytes,
+        }
+
+
+def delete_studies(session: Session, which: ColumnElement[bool]) -> DeletedImaging:
+    """Delete the studies matching `which` with their series and instance rows (not their files)."""
+    study_ids = select(Study.id).where(which).scalar_subquery()
+    deleted = DeletedImaging(
+        study_instance_uids=list(session.scalars(select(Study.study_instance_uid).where(which))),
+    )
+    deleted.studies = len(deleted.study_instance_uids)
+    if not deleted.studies:
+        return deleted
+    deleted.series = (
+        session.scalar(select(func.count()).select_from(Series).where(Series.study_id.in_(study_ids))) or 0
+    )
+    instances, size = session.execute(
+        select(func.count(), func.coalesce(func.sum(Instance.size_bytes), 0)).where(
+            Instance.study_id.in_(study_ids)
+        )
+    ).one()
+    deleted.instances, deleted.size_bytes = int(instances), int(size)
+    deleted.files = [
+        StoredFile(sha256, key)
+        for sha256, key in session.execute(
+            select(Instance.sha256, Instance.storage_key).where(Instance.study_id.in_(study_ids)).distinct()
+        )
+    ]
+    session.execute(delete(Instance).where(Instance.study_id.in_(study_ids)))
+    session.execute(delete(Series).where(Series.study_id.in_(study_ids)))
+    session.execute(delete(Study).where(Study.id.in_(study_ids)))
+    return deleted

@@ -165,3 +165,33 @@ def update_study(
     found = repository.get(session, study.id)
     assert found is not None
     return found
+
+
+def delete_study(
+    session: Session, caller: Caller, project_id: int, patient_pk: int, study_pk: int, if_match: str | None
+) -> repository.DeletedImaging:
+    """Delete a study with its series and instance rows (managers); audited.
+
+    The stored files are not touched here: the caller removes `files` once
+    the transaction has committed (see `ipacs.dicom.removal`).
+    """
+    study = find_study(session, caller, project_id, patient_pk, study_pk)
+    project = session.get(Project, study.project_id)
+    assert project is not None
+    check_role(session, caller, project, Role.MANAGER, "Deleting this study")
+    check_if_match(study, if_match)
+    before = audit.snapshot(study, AUDITED_FIELDS)
+    study_id, study_uuid = study.id, study.uuid
+    deleted = repository.delete_studies(session, Study.id == study_id)
+    audit.record(
+        session,
+        caller,
+        "delete",
+        "study",
+        entity_id=study_id,
+        entity_uuid=study_uuid,
+        project_id=project.id,
+        before=before,
+        after={"deleted": deleted.counts()},
+    )
+    return deleted
