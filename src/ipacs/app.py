@@ -22,6 +22,7 @@ from ipacs.datapoints import endpoints as datapoint_endpoints
 from ipacs.datapoints import value_endpoints
 from ipacs.db.engine import Database
 from ipacs.dicom import endpoints as dicom_endpoints
+from ipacs.dicom.dicomweb import endpoints as dicomweb_endpoints
 from ipacs.dicom.ingest import Ingestor
 from ipacs.dicom.receiver import Receiver
 from ipacs.dicom.storage import FileStore
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api.include_router(value_endpoints.router)
     api.include_router(dicom_endpoints.router)
     app.include_router(api)
+    app.include_router(dicomweb_endpoints.all_projects)
+    app.include_router(dicomweb_endpoints.one_project)
 
     @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse)
     def healthz() -> str:
@@ -106,7 +109,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     # Outermost last: the cookie and headers reach every response, errors included.
     app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, exempt_suffixes=("/dicom",)
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        exempt_suffixes=("/dicom",),
+        exempt_prefixes=("/dicomweb/",),  # STOW-RS enforces the DICOM upload limits itself
     )
     app.add_middleware(SessionCookieMiddleware, settings=settings)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -102,6 +102,13 @@ class UnsupportedMediaType(IpacsError):
     code = "invalid_request"
 
 
+class NotAcceptable(IpacsError):
+    """No representation the `Accept` header allows (DICOMweb content negotiation)."""
+
+    status = 406
+    code = "invalid_request"
+
+
 class TooManyRequests(IpacsError):
     status = 429
     code = "too_many_requests"
@@ -133,6 +140,7 @@ _HTTP_STATUS_ERRORS: dict[int, type[IpacsError]] = {
     403: PermissionDenied,
     404: NotFound,
     405: MethodNotAllowed,
+    406: NotAcceptable,
     409: Conflict,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,

@@ -81,18 +81,31 @@ class SecurityHeadersMiddleware:
 class BodySizeLimitMiddleware:
     """Refuses bodies over the limit with 413, by Content-Length or while streaming.
 
-    Paths ending in one of `exempt_suffixes` (DICOM uploads) enforce their own,
-    larger limit.
+    Paths ending in one of `exempt_suffixes` (DICOM uploads) or starting with
+    one of `exempt_prefixes` (DICOMweb, whose STOW-RS path ends in `/studies`
+    like JSON routes do) enforce their own, larger limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_suffixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        exempt_suffixes: tuple[str, ...] = (),
+        exempt_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt = exempt_suffixes
+        self.exempt_prefixes = exempt_prefixes
+
+    def _exempt(self, path: str) -> bool:
+        return bool(self.exempt and path.endswith(self.exempt)) or bool(
+            self.exempt_prefixes and path.startswith(self.exempt_prefixes)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or (self.exempt and path.endswith(self.exempt)):
+        if scope["type"] != "http" or self._exempt(path):
             await self.app(scope, receive, send)
             return
         message = f"Request body exceeds {self.max_bytes} bytes"

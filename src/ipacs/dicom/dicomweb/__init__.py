@@ -1,0 +1,1 @@
+"""DICOMweb under /dicomweb: QIDO-RS search, WADO-RS retrieve, STOW-RS store (PS3.18)."""
