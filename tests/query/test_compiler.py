@@ -230,6 +230,12 @@ QUERIES = [
     "age > 0 AND age IS NOT NULL AND NOT age = 18",
     "note CONTAINS 'a' AND note != 'it''s a/b' AND AGE >= 0",
     "age < 0 OR age > 50 AND age != 65",
+    # ... and joined by OR too
+    "age < 0 OR age > 50",
+    "age < 0 OR age > 50 OR arm = 'B'",
+    "(age < 0 OR age >= 65) AND arm IS NOT NULL",
+    "NOT (age < 0 OR age >= 65)",
+    "age = 40 OR arm = 'A' OR age = 18 OR arm IS NULL",
 ]
 
 
@@ -440,6 +446,7 @@ def test_datapoints_of_different_types_under_one_name_are_refused_when_used(load
 
 PLAN_CASES = [
     ("age >= 2990", "num_value"),
+    ("age < 3 OR age > 2997", "num_value"),
     ("arm IN ('C')", "text_value"),
     ("visit_date >= '2028-01-01' AND visit_date < '2028-01-05'", "text_value"),
     ("age >= 2990 AND patient.sex IS NULL AND NOT arm = 'B'", "num_value"),

@@ -74,7 +74,7 @@ class _Compiler:
             case And(operands=operands):
                 return self.chain(operands, and_, conjunct=conjunct, in_study=in_study)
             case Or(operands=operands):
-                return self.chain(operands, or_, conjunct=False, in_study=in_study)
+                return self.chain(operands, or_, conjunct=conjunct, in_study=in_study)
             case _:
                 field = self.schema.resolve(node.field)
                 if self.per_study(field) and not in_study:
@@ -86,27 +86,31 @@ class _Compiler:
     ) -> ColumnElement[bool]:
         """AND / OR, grouping operands that can share one subquery.
 
-        The operands that only test studies share one "has a study" test. In an
-        AND, the conditions on one datapoint share one subquery too: a patient
-        has at most one value per datapoint, so "a value >= x and a value < y"
-        is "a value in [x, y)", which one index range answers.
+        The operands that only test studies share one "has a study" test. The
+        conditions on one datapoint share one subquery too: for OR, "has a value
+        < x or has a value > y" is "has a value < x or > y"; for AND it holds
+        because a patient has at most one value per datapoint, so "a value >= x
+        and a value < y" is "a value in [x, y)", which one index range answers.
         """
         direct: list[ColumnElement[bool]] = []
         per_study: list[ColumnElement[bool]] = []
         per_datapoint: dict[tuple[int, ...], list[ColumnElement[bool]]] = {}
         for operand in operands:
-            compared = self.compared_datapoint(operand) if combine is and_ else None
+            compared = self.compared_datapoint(operand)
             if not in_study and self.only_studies(operand):
                 per_study.append(self.node(operand, in_study=True))
             elif compared is not None:
                 condition, field = compared
                 per_datapoint.setdefault(field.ids, []).append(self.value_test(condition, field))
             else:
-                direct.append(self.node(operand, conjunct=conjunct, in_study=in_study))
+                direct.append(self.node(operand, conjunct=conjunct and combine is and_, in_study=in_study))
+        # A group is a conjunct when the chain is, and is an AND or the group is all of it.
+        alone = not direct and len(per_datapoint) + bool(per_study) == 1
+        grouped = conjunct and (combine is and_ or alone)
         if per_study:
-            direct.append(self.has_study(combine(*per_study), conjunct=conjunct))
+            direct.append(self.has_study(combine(*per_study), conjunct=grouped))
         for ids, tests in per_datapoint.items():
-            direct.append(self.has_value(ids, and_(*tests), conjunct=conjunct))
+            direct.append(self.has_value(ids, combine(*tests), conjunct=grouped))
         return combine(*direct)
 
     def compared_datapoint(self, node: Node) -> tuple[Condition, DatapointField] | None:
