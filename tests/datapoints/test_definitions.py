@@ -425,3 +425,34 @@ def test_etag_and_if_match(client: TestClient, tree: Lineage) -> None:
     assert client.get(url, headers=ADMIN).json()["label"] == "Age"
     current = client.get(url, headers=ADMIN).headers["etag"]
     assert client.delete(url, headers={**ADMIN, "If-Match": current}).status_code == 200
+
+
+def _stored_forms(database: Database, datapoint_id: int) -> list[tuple[Any, float | None, str | None]]:
+    with database.session() as session:
+        rows = session.execute(
+            select(DatapointValue.value, DatapointValue.num_value, DatapointValue.text_value)
+            .where(DatapointValue.datapoint_id == datapoint_id)
+            .order_by(DatapointValue.id)
+        )
+        return [tuple(row) for row in rows]
+
+
+def test_a_type_change_rewrites_the_stored_forms_of_values(
+    client: TestClient, db: Session, database: Database, tree: Lineage
+) -> None:
+    """Queries compare the sortable forms, so they must be the new type's, not the old one's."""
+    seen = _created(client, tree.site, name="seen", type="datetime")
+    code = _created(client, tree.site, name="code", type="string")
+    dose = _created(client, tree.site, name="dose", type="decimal")
+    _store_values(db, tree.site, seen, ["2024-03-01T10:00:00+02:00"])
+    _store_values(db, tree.site, code, ["2024-03-01 08:00:00"])
+    _store_values(db, tree.site, dose, [5.0])
+    assert _stored_forms(database, seen) == [("2024-03-01T08:00:00Z", None, "2024-03-01T08:00:00.000000Z")]
+
+    assert client.put(_url(tree.site, seen), json={"type": "string"}, headers=ADMIN).status_code == 200
+    assert _stored_forms(database, seen) == [("2024-03-01T08:00:00Z", None, "2024-03-01T08:00:00Z")]
+    assert client.put(_url(tree.site, code), json={"type": "datetime"}, headers=ADMIN).status_code == 200
+    assert _stored_forms(database, code) == [("2024-03-01T08:00:00Z", None, "2024-03-01T08:00:00.000000Z")]
+    assert client.put(_url(tree.site, dose), json={"type": "integer"}, headers=ADMIN).status_code == 200
+    [(value, num, text)] = _stored_forms(database, dose)
+    assert (value, type(value), num, text) == (5, int, 5.0, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from ipacs.db.like import LIKE_ESCAPE, contains_pattern
@@ -92,10 +92,24 @@ def count_values(session: Session, datapoint_id: int) -> int:
     return session.scalar(stmt) or 0
 
 
-def stored_values(session: Session, datapoint_id: int) -> Iterator[Any]:
-    """Every stored value of a definition, streamed in batches."""
-    stmt = select(DatapointValue.value).where(DatapointValue.datapoint_id == datapoint_id)
-    yield from session.execute(stmt.execution_options(yield_per=1000)).scalars()
+def stored_values(session: Session, datapoint_id: int) -> Iterator[tuple[int, Any]]:
+    """(id, value) of every stored value of a definition, streamed in batches."""
+    stmt = select(DatapointValue.id, DatapointValue.value).where(DatapointValue.datapoint_id == datapoint_id)
+    yield from session.execute(stmt.execution_options(yield_per=1000))
+
+
+def rewrite_forms(session: Session, forms: list[tuple[int, Any, float | None, str | None]]) -> None:
+    """Store (id, value, num, text): a value's forms under its definition's new type.
+
+    The value means the same, so neither its version nor its history changes.
+    """
+    for value_id, value, num, text in forms:
+        session.execute(
+            update(DatapointValue)
+            .where(DatapointValue.id == value_id)
+            .values(value=value, num_value=num, text_value=text)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def delete_values(session: Session, datapoint_id: int) -> None:

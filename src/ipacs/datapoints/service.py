@@ -134,12 +134,22 @@ def create_definition(session: Session, caller: Caller, project_id: int, data: D
     return datapoint
 
 
-def _count_broken_values(session: Session, datapoint: Datapoint, merged: dict[str, Any]) -> int:
-    """How many stored values the changed definition would reject."""
+def _check_stored_values(
+    session: Session, datapoint: Datapoint, merged: dict[str, Any]
+) -> list[tuple[int, Any, float | None, str | None]]:
+    """409 naming how many stored values the changed definition would reject.
+
+    Otherwise, on a type change, every value's forms under the new type: the
+    sortable form queries compare can differ (a datetime's fixed-width text is
+    not the same string as its canonical form), and so can the canonical one
+    (5.0 as a decimal is 5 as an integer).
+    """
     broken = 0
-    for value in repository.stored_values(session, datapoint.id):
+    forms: list[tuple[int, Any, float | None, str | None]] = []
+    retyped = merged["type"] != datapoint.type
+    for value_id, value in repository.stored_values(session, datapoint.id):
         try:
-            typing_.typed_value(
+            typed = typing_.typed_value(
                 merged["type"],
                 value,
                 choices=merged["choices"],
@@ -149,7 +159,12 @@ def _count_broken_values(session: Session, datapoint: Datapoint, merged: dict[st
             )
         except typing_.InvalidValue:
             broken += 1
-    return broken
+            continue
+        if retyped:
+            forms.append((value_id, typed.value, typed.num, typed.text))
+    if broken:
+        raise Conflict(f"{broken} existing values would not fit the changed definition")
+    return forms
 
 
 def update_definition(
@@ -174,10 +189,9 @@ def update_definition(
     merged.update(validate_definition(merged))
     if "name" in changes:
         _check_name(session, project_id, changes["name"], datapoint.id)
+    forms = []
     if any(merged[f] != getattr(datapoint, f) for f in DEFINITION_FIELDS):
-        broken = _count_broken_values(session, datapoint, merged)
-        if broken:
-            raise Conflict(f"{broken} existing values would not fit the changed definition")
+        forms = _check_stored_values(session, datapoint, merged)
     before = audit.snapshot(datapoint, AUDITED_FIELDS)
     for name in ("name", "label", "description", "unit", "required"):
         if name in changes:
@@ -186,6 +200,7 @@ def update_definition(
         setattr(datapoint, name, merged[name])
     datapoint.name_key = datapoint.name.lower()
     session.flush()
+    repository.rewrite_forms(session, forms)
     old, new = audit.changed_fields(before, audit.snapshot(datapoint, AUDITED_FIELDS))
     if new:
         audit.record(
