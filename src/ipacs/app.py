@@ -19,8 +19,10 @@ from ipacs.auth.service import Authenticator
 from ipacs.auth.sessions import count_live_sessions
 from ipacs.config import Settings, get_settings
 from ipacs.datapoints import endpoints as datapoint_endpoints
+from ipacs.datapoints import import_endpoints as datapoint_import_endpoints
 from ipacs.datapoints import value_endpoints
 from ipacs.db.engine import Database
+from ipacs.dicom import checksum_endpoints as dicom_checksum_endpoints
 from ipacs.dicom import endpoints as dicom_endpoints
 from ipacs.dicom.dicomweb import endpoints as dicomweb_endpoints
 from ipacs.dicom.ingest import Ingestor
@@ -89,7 +91,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api.include_router(patient_endpoints.patients_api)
     api.include_router(study_endpoints.router)
     api.include_router(value_endpoints.router)
+    api.include_router(datapoint_import_endpoints.router)
     api.include_router(dicom_endpoints.router)
+    api.include_router(dicom_checksum_endpoints.router)
     app.include_router(api)
     app.include_router(dicomweb_endpoints.all_projects)
     app.include_router(dicomweb_endpoints.one_project)
