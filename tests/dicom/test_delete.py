@@ -56,11 +56,13 @@ def _study_path(route: tuple[int, int, int], through: int | None = None) -> str:
 
 def _audit(db: Session, entity_type: str) -> list[AuditEvent]:
     db.expire_all()
-    return list(
+    events = list(
         db.scalars(
             select(AuditEvent).where(AuditEvent.entity_type == entity_type, AuditEvent.action == "delete")
         )
     )
+    db.commit()  # end the transaction: an open one would hold SQLite's write lock
+    return events
 
 
 # --- studies -------------------------------------------------------------------
@@ -272,6 +274,7 @@ def test_manager_deletes_a_patient_with_studies_images_and_values(
     assert db.scalar(select(func.count()).select_from(Study).where(Study.patient_id == patient_pk)) == 0
     assert db.scalar(select(func.count()).select_from(DatapointValue)) == 0
     assert db.scalar(select(func.count()).select_from(DatapointValueVersion)) == 0
+    db.commit()
     assert count_rows(database, Instance) == two["count"]
     assert count_rows(database, Series) == 2
     assert object_files(settings.data_dir) == kept_keys

@@ -114,6 +114,7 @@ def study_route(db: Session, study_instance_uid: str) -> tuple[int, int, int]:
     """(project_id, patient_pk, study_pk) of a stored study."""
     db.expire_all()
     study = db.scalars(select(Study).where(Study.study_instance_uid == study_instance_uid)).one()
+    db.commit()  # end the transaction: an open one would hold SQLite's write lock
     return study.project_id, study.patient_id, study.id
 
 

@@ -29,6 +29,7 @@ from ipacs.models import Instance, Patient, Project, Series, Study
 from ipacs.patients import repository as patient_repository
 from ipacs.patients.schemas import PatientEmpty
 from ipacs.patients.service import register_patient
+from ipacs.projects.scope import is_within
 from ipacs.studies import repository as study_repository
 from ipacs.studies.schemas import StudyCreate
 from ipacs.studies.service import register_study
@@ -166,6 +167,9 @@ def store_instance(
     if existing is not None:
         study = session.get(Study, existing.study_id)
         assert study is not None
+        if not is_within(session, study.project_id, project.id):
+            # Not ours to report: the sender may not read that project's study.
+            raise Conflict(f"SOPInstanceUID {header.sop_instance_uid} is already stored in another project")
         return IngestResult(
             "duplicate", study.id, str(study.uuid), study.study_instance_uid, header.sop_instance_uid
         ), None
