@@ -21,6 +21,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from ipacs.auth.passwords import MIN_PASSWORD_LENGTH, Passwords
+from ipacs.client.commands import register as register_remote_commands
 from ipacs.config import Settings, get_settings
 from ipacs.db.engine import Database
 from ipacs.db.migrate import upgrade_to_head
@@ -37,6 +38,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_app = typer.Typer(help="User accounts on this server's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
+register_remote_commands(app)  # login, projects, patients, search, upload, ... (ipacs.client)
 console = Console()
 err_console = Console(stderr=True)
 
