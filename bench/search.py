@@ -1,0 +1,258 @@
+"""Search at scale: StringQuery pages, deep keyset paging, datapoint search and CSV export
+on 100k and 1M synthetic patients (10 typed datapoints each), SQLite and PostgreSQL.
+
+    python -m bench.search                       # SQLite, 100k and 1M
+    python -m bench.search --databases sqlite,postgresql --pg-url postgresql+psycopg://...
+
+Databases are built once with `ipacs demo`'s loader under bench/.data (SQLite)
+or as ipacs_bench_<size> (PostgreSQL) and reused. Results replace the
+"search" section of docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from bench.report import p50, percentile, write_section
+from ipacs.app import create_app
+from ipacs.auth.caller import Caller
+from ipacs.auth.passwords import Passwords
+from ipacs.config import Settings
+from ipacs.db.engine import Database
+from ipacs.db.migrate import upgrade_to_head
+from ipacs.demo import load_demo
+from ipacs.models import Patient, Project, User
+from ipacs.search import service as search_service
+from ipacs.users import service as user_service
+
+DATA = Path(__file__).resolve().parent / ".data"
+CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 1024, "argon2_parallelism": 1}
+PASSWORD = "bench-password-1"
+
+# (label, query, target, selective?) — selective ones match at most ~1,000 of 1M.
+QUERIES: list[tuple[str, str, str, bool]] = [
+    ("selective numeric range", "weight >= 249.8", "patients", True),
+    ("selective AND of three", "age = 37 AND ecog = 2 AND responder = true", "patients", True),
+    ("date range (one day)", "enrolled >= '2022-03-01' AND enrolled < '2022-03-02'", "patients", True),
+    ("study condition", "study.study_date = '2022-03-15'", "patients", True),
+    ("choice IN + range", "histology IN ('adeno', 'small-cell') AND weight >= 249.5", "patients", True),
+    ("NOT + range", "NOT arm = 'A' AND weight >= 249.8", "patients", True),
+    ("IS NULL (10%)", "responder IS NULL", "patients", False),
+    ("choice IN (broad)", "arm IN ('A', 'B')", "patients", False),
+    ("broad", "age >= 18", "patients", False),
+    ("studies by patient datapoint", "weight >= 249.8 AND study.visit = 'Baseline'", "studies", True),
+]
+DEEP_PAGE = 1000
+CSV_QUERY = "weight >= 200"
+
+
+def _database(kind: str, size: int, pg_url: str | None) -> Database:
+    if kind == "sqlite":
+        DATA.mkdir(parents=True, exist_ok=True)
+        return Database(f"sqlite:///{DATA / f'search-{size}.db'}")
+    assert pg_url, "--pg-url is needed for PostgreSQL"
+    name = f"ipacs_bench_{size}"
+    admin = Database(str(make_url(pg_url).set(database="postgres")), isolation_level="AUTOCOMMIT")
+    with admin.engine.connect() as conn:
+        if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return Database(str(make_url(pg_url).set(database=name)))
+
+
+def build(database: Database, size: int, settings: Settings) -> tuple[int, Caller]:
+    """The demo project with `size` patients (loaded once, then reused)."""
+    upgrade_to_head(database.engine)
+    with database.session(write=True) as session, session.begin():
+        user_service.ensure_admin(session, "admin", PASSWORD, Passwords(settings))
+        admin = session.scalars(select(User).where(User.username == "admin")).one()
+        caller = Caller.from_user(admin)
+        project = session.scalars(select(Project).where(Project.name == "Demo trial")).first()
+        count = session.scalar(select(func.count()).select_from(Patient)) or 0
+    if project is not None and count == size:
+        return project.id, caller
+    if project is not None:
+        raise SystemExit(f"{database.url} holds {count} patients, not {size}: remove it to rebuild")
+    started = time.perf_counter()
+    result = load_demo(database, caller, patients=size, batch_size=10000)
+    print(f"  loaded {size} patients in {time.perf_counter() - started:.0f} s", flush=True)
+    if database.is_sqlite:
+        with database.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    else:
+        with database.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    return result.project_id, caller
+
+
+def timed(client: TestClient, url: str, runs: int, **kwargs: Any) -> tuple[list[float], Any]:
+    samples, last = [], None
+    for i in range(runs + 2):
+        started = time.perf_counter()
+        response = client.request(url=url, **kwargs)
+        elapsed = (time.perf_counter() - started) * 1000
+        assert response.status_code == 200, response.text
+        last = response
+        if i >= 2:  # two warm-up runs
+            samples.append(elapsed)
+    return samples, last
+
+
+def deep_after(database: Database, caller: Caller, project_id: int, query: str, page: int) -> int:
+    """The `after` id that starts page `page` of 100 (found once, outside the timing)."""
+    with database.session() as session:
+        plan = search_service.plan(session, caller, project_id, query, "patients")
+        ids = plan.statement.with_only_columns(Patient.id).offset((page - 1) * 100 - 1).limit(1)
+        return int(session.scalar(ids) or 0)
+
+
+def explain(database: Database, caller: Caller, project_id: int, query: str) -> str:
+    with database.session() as session:
+        plan = search_service.plan(session, caller, project_id, query, "patients")
+        stmt = plan.statement.limit(101)
+        compiled = stmt.compile(dialect=database.engine.dialect, compile_kwargs={"literal_binds": True})
+        prefix = "EXPLAIN QUERY PLAN " if database.is_sqlite else "EXPLAIN "
+        rows = session.execute(text(prefix + str(compiled))).all()
+    return "\n".join(str(r[-1]) for r in rows)
+
+
+def csv_export(url: str, project_id: int) -> dict[str, float]:
+    """Run the export in a fresh process, so its peak memory is the export's own."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.search", "--csv-child", url, str(project_id)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def csv_child(url: str, project_id: int) -> None:
+    database = Database(url)
+    with database.session() as session:
+        admin = session.scalars(select(User).where(User.username == "admin")).one()
+        plan = search_service.plan(session, Caller.from_user(admin), project_id, CSV_QUERY, "patients")
+    started = time.perf_counter()
+    rows = size = 0
+    for chunk in search_service.stream_csv(database, plan):
+        rows += chunk.count(b"\n")
+        size += len(chunk)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows - 1, "seconds": seconds, "mb": size / 1e6, "peak_rss_mb": peak_mb}))
+
+
+def run(kind: str, size: int, pg_url: str | None, runs: int) -> dict[str, Any]:
+    database = _database(kind, size, pg_url)
+    settings = Settings(data_dir=DATA / "server", database_url=database.url, dicom_port=0, **CHEAP_ARGON2)  # type: ignore[arg-type]
+    project_id, caller = build(database, size, settings)
+    app = create_app(settings, database=database)
+    figures: dict[str, Any] = {"queries": {}}
+    with TestClient(app) as client:
+        client.auth = ("admin", PASSWORD)
+        search = f"/api/v1.0/projects/{project_id}/search"
+        for label, query, target, _ in QUERIES:
+            samples, response = timed(
+                client, search, runs, method="POST", json={"query": query, "target": target}
+            )
+            figures["queries"][label] = (p50(samples), percentile(samples, 0.95), response.json()["total"])
+            print(f"  {label}: p50 {p50(samples):.1f} ms, {response.json()['total']} matches", flush=True)
+        broad = "age >= 18"
+        first, _ = timed(client, search, runs, method="POST", json={"query": broad})
+        after = deep_after(database, caller, project_id, broad, DEEP_PAGE)
+        deep, _ = timed(client, search, runs, method="POST", json={"query": broad, "after": after})
+        figures["paging"] = (p50(first), p50(deep))
+        values = f"/api/v1.0/projects/{project_id}/datapoints/search"
+        dp, response = timed(
+            client, values, runs, method="GET", params={"name": "weight", "op": "ge", "value": "249.8"}
+        )
+        figures["datapoint_search"] = (p50(dp), percentile(dp, 0.95), response.headers["x-total-count"])
+    figures["csv"] = csv_export(database.url, project_id)
+    figures["plan"] = explain(database, caller, project_id, QUERIES[0][1])
+    database.dispose()
+    return figures
+
+
+def render(results: dict[tuple[str, int], dict[str, Any]], command: str) -> str:
+    lines = [f"Command: `{command}`", ""]
+    for (kind, size), fig in results.items():
+        lines += [
+            f"### {kind}, {size:,} patients",
+            "",
+            "| query | p50 ms | p95 ms | matches |",
+            "|---|---|---|---|",
+        ]
+        for label, (mid, high, total) in fig["queries"].items():
+            lines.append(f"| {label} | {mid:.1f} | {high:.1f} | {total:,} |")
+        first, deep = fig["paging"]
+        dmid, dhigh, dtotal = fig["datapoint_search"]
+        csv = fig["csv"]
+        lines += [
+            "",
+            f"- Broad query, page 1 vs page {DEEP_PAGE} (keyset): {first:.1f} ms vs {deep:.1f} ms "
+            f"(ratio {deep / first:.2f}).",
+            f"- Datapoint search `weight ge 249.8`: p50 {dmid:.1f} ms, p95 {dhigh:.1f} ms "
+            f"({dtotal} matches).",
+            f"- CSV export `{CSV_QUERY}`: {csv['rows']:,} rows in {csv['seconds']:.1f} s = "
+            f"{csv['rows'] / csv['seconds']:,.0f} rows/s, peak RSS {csv['peak_rss_mb']:.0f} MB.",
+            "",
+            f"Plan of `{QUERIES[0][1]}`:",
+            "",
+            "```",
+            fig["plan"],
+            "```",
+            "",
+        ]
+    kinds = sorted({k for k, _ in results})
+    for kind in kinds:
+        sizes = sorted(s for k, s in results if k == kind)
+        if len(sizes) >= 2:
+            small, large = results[(kind, sizes[0])], results[(kind, sizes[-1])]
+            lines += [
+                f"Growth on {kind}, {sizes[-1]:,} vs {sizes[0]:,} patients (p50 ratio, selective queries):",
+                "",
+            ]
+            for label, _, _, selective in QUERIES:
+                if selective:
+                    ratio = large["queries"][label][0] / small["queries"][label][0]
+                    lines.append(f"- {label}: {ratio:.2f}x")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--databases", default="sqlite")
+    parser.add_argument("--pg-url", default=None)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--csv-child", nargs=2, metavar=("URL", "PROJECT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.csv_child:
+        csv_child(args.csv_child[0], int(args.csv_child[1]))
+        return
+    results = {}
+    for kind in args.databases.split(","):
+        for size in (int(s) for s in args.sizes.split(",")):
+            print(f"{kind}, {size} patients", flush=True)
+            results[(kind, size)] = run(kind, size, args.pg_url, args.runs)
+    shown = [a if "://" not in a else "<url>" for a in sys.argv[1:]]
+    command = " ".join(["python -m bench.search", *shown])
+    write_section("search", "## Search\n\n" + render(results, command))
+
+
+if __name__ == "__main__":
+    main()
