@@ -22,6 +22,7 @@ from ipacs.models import (
     Patient,
     Project,
     ProjectClosure,
+    Study,
     User,
 )
 from tests.factories import as_caller, basic, grant, make_project, make_user
@@ -77,6 +78,14 @@ def _add_value(db: Session, patient: Patient, datapoint: Datapoint, raw: Any) ->
         )
     )
     db.flush()
+
+
+def _add_study(db: Session, patient: Patient, project: Project, uid: str = "1.2.3.4") -> Study:
+    """A study kept in `project` (the patient's project or one below it)."""
+    study = Study(study_instance_uid=uid, patient_id=patient.id, project_id=project.id)
+    db.add(study)
+    db.flush()
+    return study
 
 
 def _events(database: Database) -> int:
@@ -206,6 +215,25 @@ def test_move_refuses_datapoint_name_clashes_and_orphaned_values(
     assert _path_names(client, b) == ["A"]
 
 
+def test_move_refuses_separating_studies_from_their_patient(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    """A study lives in its patient's project or below it; a move must not break that."""
+    root = _admin(db, settings)
+    a, b, c = _chain(db, root, ["A", "B", "C"])
+    d = make_project(db, root, "D")
+    _add_study(db, _add_patient(db, a), c)
+    db.commit()
+    r = _move(client, b, d)
+    assert r.status_code == 409
+    assert "1 studies" in r.json()["message"]
+    assert _path_names(client, c) == ["A", "B"]
+    # Within the patient's project the study may move along.
+    b2 = make_project(db, root, "B2", parent=a)
+    db.commit()
+    assert _move(client, c, b2).status_code == 200
+
+
 # --- inheritance --------------------------------------------------------------------------------
 
 
@@ -294,6 +322,24 @@ def test_delete_refused_while_patients_exist(client: TestClient, db: Session, se
     assert r.status_code == 409
     assert "1 patients" in r.json()["message"]
     assert _get(client, a).status_code == 200
+
+
+def test_delete_refused_while_studies_of_a_patient_above_live_there(
+    client: TestClient, db: Session, settings: Settings, database: Database
+) -> None:
+    root = _admin(db, settings)
+    a, b = _chain(db, root, ["A", "B"])
+    _add_study(db, _add_patient(db, a), b)
+    db.commit()
+    r = client.delete(f"{PROJECTS}/{b.id}", headers=ADMIN)
+    assert r.status_code == 409
+    assert "1 studies" in r.json()["message"]
+    assert _get(client, b).status_code == 200
+    r = client.delete(f"{PROJECTS}/{b.id}?force=true", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(Study)) == 0
+        assert session.scalar(select(func.count()).select_from(Patient)) == 1  # the patient lives in A
 
 
 def test_delete_empty_leaf_needs_no_force(client: TestClient, db: Session, settings: Settings) -> None:

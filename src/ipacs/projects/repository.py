@@ -174,6 +174,24 @@ def count_patients(session: Session, project_ids: list[int]) -> int:
     )
 
 
+def count_studies(session: Session, project_ids: list[int]) -> int:
+    """Studies kept in these projects (a patient's studies may sit in its subprojects)."""
+    stmt = select(func.count()).select_from(Study).where(Study.project_id.in_(project_ids))
+    return session.scalar(stmt) or 0
+
+
+def count_studies_cut_off(session: Session, subtree: list[int], new_ancestors: Iterable[int]) -> int:
+    """Studies in a moving subtree whose patient lives above it, and would no longer after the move."""
+    stays_above = [*subtree, *new_ancestors]
+    stmt = (
+        select(func.count())
+        .select_from(Study)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(Study.project_id.in_(subtree), Patient.project_id.not_in(stays_above))
+    )
+    return session.scalar(stmt) or 0
+
+
 def delete_subtree(session: Session, ids: list[int]) -> tuple[dict[str, int], list[StoredFile]]:
     """Delete projects (deepest first) and everything in them.
 

@@ -173,6 +173,12 @@ def _check_move(session: Session, caller: Caller, project: Project, new_parent_i
     clash = datapoint_repository.name_clashes(session, subtree, new_ancestors)
     if clash:
         raise Conflict(f"Datapoint names would clash after the move: {', '.join(sorted(clash))}")
+    strays = repository.count_studies_cut_off(session, subtree, new_ancestors)
+    if strays:
+        raise Conflict(
+            f"{strays} studies in this subtree belong to patients of a project above it, "
+            "which would no longer be above them: a study stays within its patient's project"
+        )
     lost = datapoint_repository.count_values_of(session, subtree, old_ancestors - new_ancestors)
     if lost:
         raise Conflict(
@@ -191,7 +197,7 @@ def _parent_of(session: Session, project: Project) -> Project:
 def delete_project(
     session: Session, caller: Caller, project_id: int, *, force: bool, if_match: str | None
 ) -> tuple[dict[str, int], list[StoredFile]]:
-    """Refused while it holds patients or subprojects, unless forced; recorded in the audit log.
+    """Refused while it holds subprojects, patients or studies, unless forced; recorded in the audit log.
 
     Returns what was deleted and the stored files to remove once the
     transaction has committed (`ipacs.dicom.removal`).
@@ -201,10 +207,12 @@ def delete_project(
     ids = repository.subtree_ids(session, project.id)
     subprojects = len(ids) - 1
     patients = repository.count_patients(session, ids)
-    if (subprojects or patients) and not force:
+    # Studies count on their own: those of a patient above may be kept here.
+    studies = repository.count_studies(session, ids)
+    if (subprojects or patients or studies) and not force:
         raise Conflict(
-            f"Project {project.name!r} holds {subprojects} subprojects and {patients} patients; "
-            "delete them first or pass force=true"
+            f"Project {project.name!r} holds {subprojects} subprojects, {patients} patients "
+            f"and {studies} studies; delete them first or pass force=true"
         )
     snapshot = audit.snapshot(project, AUDITED_FIELDS)
     counts, files = repository.delete_subtree(session, ids)
