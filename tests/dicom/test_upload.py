@@ -216,6 +216,28 @@ def test_missing_required_tags_are_named(client: TestClient, world: World) -> No
     assert failed["no-series.dcm"] == "missing required DICOM attributes: StudyInstanceUID, SeriesInstanceUID"
 
 
+@pytest.mark.parametrize(
+    ("attributes", "reason"),
+    [
+        ({"patient_id": "A\r\nB"}, "PatientID is longer than 64 characters or holds a backslash or control"),
+        ({"patient_id": "A\\B"}, "PatientID is longer than 64 characters or holds a backslash or control"),
+        ({"study_uid": "1.2.abc"}, "StudyInstanceUID '1.2.abc' is not a valid UID"),
+        ({"study_uid": "1.02.3"}, "StudyInstanceUID '1.02.3' is not a valid UID"),
+        ({"study_uid": "1." + "2" * 70}, "StudyInstanceUID is longer than 64 characters"),
+    ],
+)
+def test_unacceptable_identifiers_are_refused_with_a_reason(
+    client: TestClient, world: World, database: Database, attributes: dict[str, str], reason: str
+) -> None:
+    good = to_bytes(make_dataset(patient_id="FINE"))
+    bad = to_bytes(make_dataset(**attributes))  # type: ignore[arg-type]
+    summary = ok(upload(client, world.trial, zip_of([("bad.dcm", bad), ("good.dcm", good)]), ZIP))
+    assert summary["stored"] == 1
+    assert [f["name"] for f in summary["failed"]] == ["bad.dcm"]
+    assert summary["failed"][0]["reason"].startswith(reason)
+    assert count_rows(database, Instance) == 1
+
+
 def test_not_a_zip(client: TestClient, world: World) -> None:
     summary = ok(upload(client, world.trial, b"PK\x03\x04 but not really a zip", ZIP))
     assert summary["stored"] == 0 and summary["failed"][0]["reason"] == "not a valid zip archive"

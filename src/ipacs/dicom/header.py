@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -9,9 +10,12 @@ from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from ipacs import clock
 from ipacs.errors import InvalidRequest
+from ipacs.patients.schemas import PATIENT_ID_PATTERN
+from ipacs.studies.schemas import UID_PATTERN
 
 REQUIRED_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 MAX_UID_LENGTH = 64
@@ -47,6 +51,9 @@ def _text(ds: Any, keyword: str, limit: int = 200) -> str | None:
     value = ds.get(keyword)
     if value is None:
         return None
+    if isinstance(value, MultiValue):
+        # Several values: DICOM's own form ("A\\B"), never Python's list repr.
+        value = "\\".join(str(v) for v in value)
     text = str(value).strip().replace("\x00", "")
     return text[:limit] or None
 
@@ -85,8 +92,11 @@ def read_header(path: Path) -> DicomHeader:
         if len(_text(ds, keyword, 1000) or "") > MAX_UID_LENGTH:
             raise InvalidDicom(f"{keyword} is longer than {MAX_UID_LENGTH} characters")
     patient_id = _text(ds, "PatientID", 1000) or ""
-    if len(patient_id) > 64 or "\\" in patient_id:
-        raise InvalidDicom("PatientID is longer than 64 characters or holds a backslash")
+    if not re.fullmatch(PATIENT_ID_PATTERN, patient_id):
+        raise InvalidDicom("PatientID is longer than 64 characters or holds a backslash or control character")
+    study_uid = _text(ds, "StudyInstanceUID") or ""
+    if not re.fullmatch(UID_PATTERN, study_uid):
+        raise InvalidDicom(f"StudyInstanceUID {study_uid!r} is not a valid UID (digits and dots)")
     birth = _date(ds, "PatientBirthDate")
     sex = _text(ds, "PatientSex")
     meta = getattr(ds, "file_meta", None)
@@ -95,7 +105,7 @@ def read_header(path: Path) -> DicomHeader:
         patient_name=_text(ds, "PatientName"),
         birth_date=birth if birth and birth <= clock.now().date() else None,
         sex=sex if sex in ("M", "F", "O") else None,
-        study_instance_uid=_text(ds, "StudyInstanceUID") or "",
+        study_instance_uid=study_uid,
         study_date=_date(ds, "StudyDate"),
         study_time=_text(ds, "StudyTime", 16),
         accession_number=_text(ds, "AccessionNumber", 64),

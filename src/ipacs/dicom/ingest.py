@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ipacs.audit import service as audit
 from ipacs.db.engine import Database
-from ipacs.dicom.header import DicomHeader, read_header
+from ipacs.dicom.header import DicomHeader, InvalidDicom, read_header
 from ipacs.dicom.removal import lock_storage_key
 from ipacs.dicom.storage import FileStore, StagedFile
 from ipacs.errors import Conflict
@@ -76,7 +76,9 @@ def _lenient(model: type[M], data: dict[str, object]) -> M:
             bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
             droppable = bad - {"patient_id", "study_instance_uid"}
             if not droppable or droppable == bad - set(data):
-                raise
+                # What identifies the file does not fit: the file is refused, with the reason.
+                reasons = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors() if e["loc"])
+                raise InvalidDicom(f"DICOM attributes not acceptable: {reasons}") from exc
             data = {k: v for k, v in data.items() if k not in droppable}
 
 
