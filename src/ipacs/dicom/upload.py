@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ipacs.dicom.ingest import IngestBatch, Ingestor
 from ipacs.dicom.status import status_for
 from ipacs.dicom.storage import CHUNK, FileStore, StagedFile, StagingWriter, TooLarge
-from ipacs.errors import IpacsError, PayloadTooLarge, UnsupportedMediaType
+from ipacs.errors import InvalidRequest, IpacsError, PayloadTooLarge, UnsupportedMediaType
 
 DICOM = "application/dicom"
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
@@ -196,6 +197,8 @@ def _split_multipart(storage: FileStore, path: Path, boundary: str, max_part: in
             storage.discard(part)
         if isinstance(exc, TooLarge):
             raise PayloadTooLarge(f"a part is larger than {max_part} bytes") from exc
+        if isinstance(exc, MultipartParseError):
+            raise InvalidRequest(f"malformed multipart/related body: {exc}") from exc
         raise
     finally:
         if writer is not None:
