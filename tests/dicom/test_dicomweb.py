@@ -425,6 +425,9 @@ def test_retrieve_series_and_instance(client: TestClient, web: Web) -> None:
     assert single.status_code == 200
     assert single.headers["content-type"] == "application/dicom"
     assert single.content == web.sent[sop]
+    # A study or series is always multipart, even with a single instance in it.
+    for path in (f"/studies/{web.c_uid}", f"/studies/{web.c_uid}/series/{web.c[0].SeriesInstanceUID}"):
+        invalid(dicomweb(client, path, "outsider", headers={"Accept": "application/dicom"}), 406)
 
 
 @pytest.mark.parametrize(
@@ -481,6 +484,32 @@ def test_metadata_leaves_bulk_data_out(client: TestClient, web: Web) -> None:
     metadata = found(client, path)[0]
     assert "00420011" not in metadata
     assert metadata["00091010"] == {"vr": "OB", "InlineBinary": "AQI="}
+
+
+def test_wado_uri_serves_one_file_as_stored(client: TestClient, web: Web) -> None:
+    ds = web.a[2]
+    params = {
+        "requestType": "WADO",
+        "studyUID": web.a_uid,
+        "seriesUID": str(ds.SeriesInstanceUID),
+        "objectUID": str(ds.SOPInstanceUID),
+        "contentType": "application/dicom",
+    }
+    response = dicomweb(client, "/wado", "viewer", params=params)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/dicom"
+    assert response.content == web.sent[str(ds.SOPInstanceUID)]
+    scoped = dicomweb(client, f"/projects/{web.trial}/wado", "viewer", params=params)
+    assert scoped.content == response.content
+    invalid(dicomweb(client, "/wado", "outsider", params=params), 404, "not_found")
+    invalid(dicomweb(client, "/wado", "viewer", params={**params, "contentType": "image/jpeg"}), 406)
+    jpeg_syntax = {**params, "transferSyntax": "1.2.840.10008.1.2.4.50"}
+    invalid(dicomweb(client, "/wado", "viewer", params=jpeg_syntax), 406)
+    no_object = {k: v for k, v in params.items() if k != "objectUID"}
+    assert (
+        invalid(dicomweb(client, "/wado", "viewer", params=no_object), 400)["details"][0]["field"]
+        == "objectUID"
+    )
 
 
 def test_retrieve_unknown_things_is_404(client: TestClient, web: Web) -> None:
@@ -605,6 +634,10 @@ def test_stow_refusals(client: TestClient, web: Web) -> None:
         dicomweb(client, path, "member", headers={"Content-Type": f"{MULTIPART_DICOM}; boundary=b"}, **empty),
         400,
     )
+    # A body that is not multipart at all, or is cut short: 400, nothing stored.
+    boundary_b = {"Content-Type": f"{MULTIPART_DICOM}; boundary=b"}
+    for broken in (b"garbage", b"--b\r\nContent-Type: application/dicom\r\n\r\n" + to_bytes(ds)[:300]):
+        invalid(dicomweb(client, path, "member", headers=boundary_b, method="POST", content=broken), 400)
     assert patient_ids(client, PatientID="P060") == set()
 
 

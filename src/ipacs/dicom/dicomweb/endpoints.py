@@ -8,10 +8,10 @@ function, and FastAPI must see their `RootDep` annotation as an object.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -63,8 +63,9 @@ def _search_response(result: SearchResult) -> Response:
     return Response(orjson.dumps(result.items), media_type=wado.DICOM_JSON, headers=headers)
 
 
-def _retrieve_response(request: Request, files: list[StoredFile]) -> Response:
-    packaging = wado.choose_packaging(wado.parse_accept(request.headers.get("accept")), files)
+def _retrieve_response(request: Request, files: list[StoredFile], instance_level: bool = False) -> Response:
+    accept = wado.parse_accept(request.headers.get("accept"))
+    packaging = wado.choose_packaging(accept, files, instance_level)
     storage = _storage(request)
     if packaging is wado.Packaging.SINGLE:
         return StreamingResponse(storage.read_chunks(files[0].storage_key), media_type=wado.DICOM)
@@ -156,7 +157,8 @@ def build_router(scoped: bool) -> APIRouter:
         study: str, series: str, instance: str, request: Request, root: RootDep, db: SessionDep
     ) -> Response:
         """WADO-RS: one instance, as stored."""
-        return _retrieve_response(request, service.files_to_retrieve(db, root.scope, study, series, instance))
+        files = service.files_to_retrieve(db, root.scope, study, series, instance)
+        return _retrieve_response(request, files, instance_level=True)
 
     @router.get("/studies/{study}/metadata", response_class=StreamingResponse, responses=_JSON)
     def study_metadata(study: str, request: Request, root: RootDep, db: SessionDep) -> Response:
@@ -181,6 +183,23 @@ def build_router(scoped: bool) -> APIRouter:
         """WADO-RS: one instance's header, without bulk data."""
         files = service.files_to_retrieve(db, root.scope, study, series, instance)
         return _metadata_response(request, files)
+
+    @router.get("/wado", response_class=StreamingResponse, responses={200: {"content": {wado.DICOM: {}}}})
+    def wado_uri(
+        request: Request,
+        root: RootDep,
+        db: SessionDep,
+        request_type: Annotated[Literal["WADO"], Query(alias="requestType")],
+        study_uid: Annotated[str, Query(alias="studyUID")],
+        series_uid: Annotated[str, Query(alias="seriesUID")],
+        object_uid: Annotated[str, Query(alias="objectUID")],
+        content_type: Annotated[str | None, Query(alias="contentType")] = None,
+        transfer_syntax: Annotated[str | None, Query(alias="transferSyntax")] = None,
+    ) -> Response:
+        """WADO-URI: one instance as stored (contentType=application/dicom), for viewers that use it."""
+        files = service.files_to_retrieve(db, root.scope, study_uid, series_uid, object_uid)
+        wado.check_wado_uri(content_type, transfer_syntax, files[0])
+        return StreamingResponse(_storage(request).read_chunks(files[0].storage_key), media_type=wado.DICOM)
 
     if scoped:
         router.add_api_route(

@@ -100,7 +100,7 @@ def store(
         raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
     recorder = RecordingIngestor(database, storage)
     upload = Upload(storage, recorder, project_id, limits)
-    upload.batch = IngestBatch(source=SOURCE)
+    upload.batch = IngestBatch(source=SOURCE, channel="stow")
     # Every part reaches the ingestor, which records it; a body that cannot be
     # split into parts fails as a whole before any is stored.
     upload.run(content_type, body)

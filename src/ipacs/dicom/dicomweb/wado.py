@@ -75,21 +75,36 @@ def _syntax_ok(media: MediaRange, syntaxes: set[str | None]) -> bool:
     return wanted in (None, "*") or syntaxes == {wanted}
 
 
-def choose_packaging(accept: list[MediaRange], files: list[StoredFile]) -> Packaging:
-    """How to send instances; 406 for what iPACS cannot serve (it never transcodes)."""
+def choose_packaging(accept: list[MediaRange], files: list[StoredFile], instance_level: bool) -> Packaging:
+    """How to send instances; 406 for what iPACS cannot serve (it never transcodes).
+
+    A bare application/dicom body is for an instance resource only: a study or
+    series is always multipart, even when it holds a single instance.
+    """
     syntaxes = {f.transfer_syntax_uid for f in files}
     for media in accept:
         kind = media.params.get("type", DICOM).lower()
         if media.media_type in ("*/*", "multipart/*", "multipart/related") and kind == DICOM:
             if _syntax_ok(media, syntaxes):
                 return Packaging.MULTIPART
-        elif media.media_type in (DICOM, "application/*") and len(files) == 1 and _syntax_ok(media, syntaxes):
+        elif media.media_type in (DICOM, "application/*") and instance_level and _syntax_ok(media, syntaxes):
             return Packaging.SINGLE
     stored = ", ".join(sorted(s or "unknown" for s in syntaxes))
     raise NotAcceptable(
         'Retrieve serves multipart/related; type="application/dicom" (or application/dicom for a single '
         f"instance), in the transfer syntax as stored ({stored}); iPACS does not transcode"
     )
+
+
+def check_wado_uri(content_type: str | None, transfer_syntax: str | None, file: StoredFile) -> None:
+    """WADO-URI (PS3.18 9) serves the DICOM file only: no rendered image, no transcoding."""
+    if (content_type or "").split(";")[0].strip().lower() != DICOM:
+        raise NotAcceptable(
+            "WADO-URI serves contentType=application/dicom only (without it, the standard's default "
+            "is a rendered image/jpeg, which iPACS does not make)"
+        )
+    if transfer_syntax not in (None, "", "*", file.transfer_syntax_uid):
+        raise NotAcceptable(f"The instance is stored as {file.transfer_syntax_uid}; iPACS does not transcode")
 
 
 def require_json(accept: list[MediaRange]) -> None:
