@@ -87,7 +87,4 @@ def value_history(
     project_id: int, patient_pk: int, datapoint_id: int, caller: CurrentUser, db: SessionDep
 ) -> list[ValueVersionOut]:
     """Every earlier version of the value, newest first, with who wrote it and when."""
-    return [
-        ValueVersionOut.model_validate(v)
-        for v in service.value_history(db, caller, project_id, patient_pk, datapoint_id)
-    ]
+    return service.value_history(db, caller, project_id, patient_pk, datapoint_id)

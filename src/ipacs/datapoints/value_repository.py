@@ -26,10 +26,13 @@ def values_of_patients(session: Session, patient_pks: Iterable[int]) -> list[Dat
 
 
 def get(session: Session, patient_pk: int, datapoint_id: int) -> DatapointValue | None:
+    # populate_existing: after an edit, `updated_by` must be reloaded for the new
+    # updated_by_id, not kept from when the value was first read in this session.
     return session.scalars(
         select(DatapointValue)
         .options(joinedload(DatapointValue.creator), joinedload(DatapointValue.updated_by))
         .where(DatapointValue.patient_id == patient_pk, DatapointValue.datapoint_id == datapoint_id)
+        .execution_options(populate_existing=True)
     ).first()
 
 

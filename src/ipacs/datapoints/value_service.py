@@ -16,12 +16,24 @@ from ipacs.authz.roles import Role
 from ipacs.datapoints import repository as definitions
 from ipacs.datapoints import value_repository as repository
 from ipacs.datapoints import values as typing_
-from ipacs.datapoints.schemas import DatapointValueOut, ValueCreate
+from ipacs.datapoints.schemas import DatapointValueOut, ValueCreate, ValueVersionOut
 from ipacs.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed
 from ipacs.etags import check_if_match
 from ipacs.models import Datapoint, DatapointValue, DatapointValueVersion, Patient
 from ipacs.patients.service import find_patient
 from ipacs.schemas import Creator
+
+
+def shown(dp_type: str, stored: Any) -> Any:
+    """A stored value as the API shows it: a decimal is always a double.
+
+    The JSON column keeps what was written (3 or 3.0), and PostgreSQL's JSONB
+    gives back a large double such as 1e300 as an integer; a client should
+    see one type per datapoint type whatever the database.
+    """
+    if dp_type == "decimal" and isinstance(stored, int) and not isinstance(stored, bool):
+        return float(stored)
+    return stored
 
 
 def present(datapoint: Datapoint, patient_pk: int, value: DatapointValue | None) -> DatapointValueOut:
@@ -46,7 +58,7 @@ def present(datapoint: Datapoint, patient_pk: int, value: DatapointValue | None)
         datapoint_id=datapoint.id,
         datapoint_name=datapoint.name,
         patient_id=patient_pk,
-        value=value.value,
+        value=shown(datapoint.type, value.value),
         version=value.version,
         created_at=value.created_at,
         updated_at=value.updated_at,
@@ -129,8 +141,8 @@ def write_value(
             after={"patient_id": patient.patient_id, "datapoint": datapoint.name, "value": typed.value},
         )
         return value
-    if existing.value == typed.value and type(existing.value) is type(typed.value):
-        return existing  # nothing changed: no new version
+    if shown(datapoint.type, existing.value) == shown(datapoint.type, typed.value):
+        return existing  # nothing changed: no new version (3 and 3.0 are one decimal)
     session.add(
         DatapointValueVersion(
             value_id=existing.id,
@@ -208,8 +220,9 @@ def edit_value(
 
 def value_history(
     session: Session, caller: Caller, project_id: int, patient_pk: int, datapoint_id: int
-) -> list[DatapointValueVersion]:
-    _, value = get_value(session, caller, project_id, patient_pk, datapoint_id)
+) -> list[ValueVersionOut]:
+    datapoint, value = get_value(session, caller, project_id, patient_pk, datapoint_id)
     if value is None:
         raise NotFound("This patient has no value for this datapoint")
-    return repository.history(session, value.id)
+    versions = [ValueVersionOut.model_validate(v) for v in repository.history(session, value.id)]
+    return [v.model_copy(update={"value": shown(datapoint.type, v.value)}) for v in versions]

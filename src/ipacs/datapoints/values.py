@@ -82,13 +82,14 @@ def _number(raw: Any, dp_type: str) -> int | float:
     number: int | float = raw
     if isinstance(number, float) and not math.isfinite(number):
         raise InvalidValue("type", "expected a finite number")
-    if dp_type == "integer":
-        if isinstance(number, float):
-            if not number.is_integer():
-                raise InvalidValue("type", "expected a whole number for an integer datapoint")
-            number = int(number)
-        if abs(number) > MAX_EXACT_INTEGER:
-            raise InvalidValue("range", f"integers are limited to +/-{MAX_EXACT_INTEGER}")
+    if dp_type == "integer" and isinstance(number, float):
+        if not number.is_integer():
+            raise InvalidValue("type", "expected a whole number for an integer datapoint")
+        number = int(number)
+    # Values compare as doubles: a whole number beyond 2**53 would not be exact
+    # (and one beyond ~1.8e308 would not convert at all), for decimals as for integers.
+    if isinstance(number, int) and abs(number) > MAX_EXACT_INTEGER:
+        raise InvalidValue("range", f"integers are limited to +/-{MAX_EXACT_INTEGER}")
     return number
 
 
