@@ -298,6 +298,8 @@ def test_no_match_is_200_with_an_empty_array(client: TestClient, web: Web) -> No
         ({"offset": "-1"}, "offset"),
         ({"PatientNmae": "Doe*"}, "PatientNmae"),
         ({"includefield": "NoSuchAttribute"}, "includefield"),
+        ({"offset": str(10**20)}, "offset"),
+        ({"PatientID": "P\x00"}, "PatientID"),
     ],
 )
 def test_bad_queries_are_400_naming_the_key(
@@ -519,6 +521,9 @@ def test_retrieve_unknown_things_is_404(client: TestClient, web: Web) -> None:
         f"/studies/{web.a_uid}/series/{web.a[0].SeriesInstanceUID}/instances/1.2.3",
         f"/studies/{web.a_uid}/series/{web.b[0].SeriesInstanceUID}",  # a series of another study
         "/studies/1.2.3/metadata",
+        "/studies/1.2.%00",  # a NUL in a UID: nothing can have it, on either database
+        f"/studies/{web.a_uid}/series/%00/instances",
+        f"/studies/{web.a_uid}/series/{web.a[0].SeriesInstanceUID}/instances/{'9' * 65}",
     ):
         invalid(dicomweb(client, path, "member"), 404, "not_found")
 

@@ -65,6 +65,7 @@ _KEYS = (
     Key("InstanceNumber", Level.INSTANCE, Kind.NUMBER),
 )
 MATCH_KEYS = {key.keyword: key for key in _KEYS}
+MAX_OFFSET = 2**31 - 1
 PARAMETERS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 _DATE = re.compile(r"^\d{8}$")
 _LIST_SEPARATOR = re.compile(r"[,\\]")
@@ -123,6 +124,8 @@ def _match(key: Key, field: str, value: str) -> Match | None:
     value = value.strip()
     if value in ("", "*"):
         return None
+    if "\x00" in value:
+        raise _bad(field, "holds a NUL character")
     match key.kind:
         case Kind.DATE:
             return _date_match(key, field, value)
@@ -174,6 +177,8 @@ def parse_query(items: list[tuple[str, str]], level: Level) -> QidoQuery:
             limit = _bounded(name, value, MAX_LIMIT, MAX_LIMIT) or MAX_LIMIT
         elif name == "offset":
             offset = _bounded(name, value, 0, None)
+            if offset > MAX_OFFSET:
+                raise _bad(name, f"must be at most {MAX_OFFSET}")
         elif name == "includefield":
             include |= _include(name, value)
         elif name == "fuzzymatching":

@@ -20,6 +20,7 @@ from ipacs.dicom.dicomweb import attributes, repository
 from ipacs.dicom.dicomweb.json_model import Attributes, JsonAttributes, element_json, tag_key
 from ipacs.dicom.dicomweb.qido import QidoQuery
 from ipacs.dicom.dicomweb.repository import Scope
+from ipacs.dicom.header import MAX_UID_LENGTH
 from ipacs.dicom.storage import FileStore
 from ipacs.errors import NotFound
 from ipacs.models import Instance
@@ -97,8 +98,13 @@ def search_studies(
     )
 
 
+def _storable(*uids: str | None) -> bool:
+    """Could these UIDs be stored at all? (A NUL would make PostgreSQL fail, not answer 404.)"""
+    return all(uid is None or (len(uid) <= MAX_UID_LENGTH and "\x00" not in uid) for uid in uids)
+
+
 def find_study_id(session: Session, scope: Scope, study_uid: str) -> int:
-    found = repository.find_study(session, scope, study_uid)
+    found = repository.find_study(session, scope, study_uid) if _storable(study_uid) else None
     if found is None:
         raise NotFound(f"No study {study_uid}")
     return found[0].id
@@ -133,7 +139,8 @@ def search_instances(
     if study_uid is not None:
         study_id = find_study_id(session, scope, study_uid)
         if series_uid is not None:
-            series = repository.find_series(session, scope, study_uid, series_uid)
+            found = _storable(series_uid)
+            series = repository.find_series(session, scope, study_uid, series_uid) if found else None
             if series is None:
                 raise NotFound(f"No series {series_uid} in study {study_uid}")
             series_id = series.id
@@ -152,7 +159,9 @@ def files_to_retrieve(
     session: Session, scope: Scope, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
 ) -> list[StoredFile]:
     """The stored files of a study, series or instance the caller may read; 404 when none."""
-    instances = repository.instances_to_retrieve(session, scope, study_uid, series_uid, sop_uid)
+    instances = []
+    if _storable(study_uid, series_uid, sop_uid):
+        instances = repository.instances_to_retrieve(session, scope, study_uid, series_uid, sop_uid)
     if not instances:
         what = f"instance {sop_uid}" if sop_uid else f"series {series_uid}" if series_uid else "study"
         raise NotFound(f"No {what} in study {study_uid}")
