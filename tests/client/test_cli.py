@@ -33,7 +33,11 @@ def test_login_stores_a_0600_session_and_logout_removes_it(server: Server, tmp_p
     stored = json.loads(path.read_text())
     assert stored["url"] == server.base_url and stored["session"] and "password" not in stored
     done = subprocess.run(
-        [sys.executable, "-m", "ipacs", "projects", "--json"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "ipacs", "projects", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert isinstance(json.loads(done.stdout), list)
@@ -96,7 +100,9 @@ def test_datapoints_list_and_create(cli: Cli, project: Project) -> None:
     result = cli("datapoints", "create", project.full_path, "visit_date", "--type", "date",
                  "--minimum", "2000-01-01", "--label", "Visit")  # fmt: skip
     assert result.exit_code == 0, result.output
-    result = cli("datapoints", "create", project.full_path, "grade", "--type", "choice", "--choices", "I, II,III")
+    result = cli(
+        "datapoints", "create", project.full_path, "grade", "--type", "choice", "--choices", "I, II,III"
+    )
     assert result.exit_code == 0, result.output
     listed = {d["name"]: d for d in json.loads(cli("datapoints", "list", str(project.id), "--json").stdout)}
     assert listed["visit_date"]["minimum"] == "2000-01-01"
@@ -122,7 +128,9 @@ def test_search_table_json_and_csv(cli: Cli, client: Client, project: Project, t
     assert bad.exit_code == 1 and "position" in bad.stderr
 
 
-def test_download_unpacks_or_keeps_the_zip(cli: Cli, client: Client, project: Project, tmp_path: Path) -> None:
+def test_download_unpacks_or_keeps_the_zip(
+    cli: Cli, client: Client, project: Project, tmp_path: Path
+) -> None:
     folder = tmp_path / "scans"
     folder.mkdir()
     datasets = make_study("P7")
@@ -134,7 +142,9 @@ def test_download_unpacks_or_keeps_the_zip(cli: Cli, client: Client, project: Pr
     assert result.exit_code == 0, result.output
     files = sorted(out.rglob("*.dcm"))
     assert len(files) == len(datasets)
-    assert {f.read_bytes() for f in files} == {(folder / f"{i}.dcm").read_bytes() for i in range(len(datasets))}
+    assert {f.read_bytes() for f in files} == {
+        (folder / f"{i}.dcm").read_bytes() for i in range(len(datasets))
+    }
     study = client.studies.list(project, "P7")[0]
     kept = tmp_path / "kept"
     result = cli("download", project.full_path, "P7", study.study_instance_uid, "-o", str(kept), "--zip")

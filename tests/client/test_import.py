@@ -37,7 +37,9 @@ def test_three_bad_cells_are_all_reported_and_nothing_is_written(
     assert _values(client, project) == {"P1": {}, "P2": {}}
 
 
-def test_every_bad_cell_of_a_row_with_row_and_column(client: Client, project: Project, tmp_path: Path) -> None:
+def test_every_bad_cell_of_a_row_with_row_and_column(
+    client: Client, project: Project, tmp_path: Path
+) -> None:
     csv_file = tmp_path / "values.csv"
     csv_file.write_text("patient_id,arm,age,colour\nP1,C,121,red\nP2,A,-1,\n")
     with pytest.raises(InvalidImportFile) as raised:
@@ -98,7 +100,10 @@ def test_round_trip_export_import_export_is_identical(
 def test_dry_run_writes_nothing_and_counts(client: Client, project: Project) -> None:
     client.patients.create(project, "P1")
     client.datapoints.set_value(project, "P1", "age", 40)
-    rows = [{"patient_id": "P1", "values": {"age": 41, "arm": "A"}}, {"patient_id": "P9", "values": {"age": 1}}]
+    rows = [
+        {"patient_id": "P1", "values": {"age": 41, "arm": "A"}},
+        {"patient_id": "P9", "values": {"age": 1}},
+    ]
     summary = client.datapoints.import_rows(project, rows, dry_run=True, create_patients=True)
     assert (summary.values_updated, summary.values_created, summary.patients_created) == (1, 2, 1)
     assert _values(client, project) == {"P1": {"age": 40}}
@@ -126,8 +131,13 @@ def test_import_is_audited_and_needs_the_user_role(server: Server, client: Clien
     client.transport.request(
         "PUT", f"/projects/{project.id}/members/viewer{project.id}", json={"role": "viewer"}
     )
-    with Client(server.base_url, f"viewer{project.id}", "viewer-password") as viewer, pytest.raises(Forbidden):
-        viewer.datapoints.import_rows(project, [{"patient_id": "P1", "values": {"age": 3}}], create_patients=True)
+    with (
+        Client(server.base_url, f"viewer{project.id}", "viewer-password") as viewer,
+        pytest.raises(Forbidden),
+    ):
+        viewer.datapoints.import_rows(
+            project, [{"patient_id": "P1", "values": {"age": 3}}], create_patients=True
+        )
     client.datapoints.import_rows(project, [{"patient_id": "P1", "values": {"age": 3}}], create_patients=True)
     events = httpx.get(
         f"{server.base_url}/api/v1.0/projects/{project.id}/audit", auth=("admin", ADMIN_PASSWORD)

@@ -59,7 +59,9 @@ class FlakyServer:
 
 
 def _transport(url: str, delays: list[float], retries: int = 5) -> Transport:
-    return Transport(url, "admin", "pw", retry=RetryPolicy(retries=retries, backoff=0.01), sleep=delays.append)
+    return Transport(
+        url, "admin", "pw", retry=RetryPolicy(retries=retries, backoff=0.01), sleep=delays.append
+    )
 
 
 def test_503_twice_then_success_is_retried() -> None:
