@@ -19,6 +19,7 @@ from ipacs.errors import Conflict, InvalidRequest, NotFound
 from ipacs.etags import check_if_match
 from ipacs.models import Datapoint
 from ipacs.projects.repository import ancestor_ids
+from ipacs.query.lexer import KEYWORDS
 
 AUDITED_FIELDS = (
     "name",
@@ -79,6 +80,9 @@ def validate_definition(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_name(session: Session, project_id: int, name: str, exclude_id: int | None) -> None:
+    if name.upper() in KEYWORDS:
+        # A query could not name it: `in >= 3` does not parse.
+        raise _invalid("name", f"{name!r} is a keyword of the query language")
     if repository.name_taken_in_lineage(session, project_id, name.lower(), exclude_id):
         raise Conflict(
             f"A datapoint named {name!r} already exists in this project, an ancestor or a subproject"
