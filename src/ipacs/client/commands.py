@@ -116,7 +116,8 @@ def login(
     except IpacsClientError as exc:
         raise _fail(str(exc)) from exc
     username = username or typer.prompt("Username")
-    if password_stdin:
+    if password_stdin or not sys.stdin.isatty():
+        # Piped in (scripts): read one line, without a prompt that would go nowhere.
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True)
