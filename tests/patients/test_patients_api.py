@@ -76,6 +76,10 @@ BAD_PATIENTS: list[tuple[dict[str, Any], str]] = [
     ({"patient_id": "P", "birth_date": "2024-02-30"}, "birth_date"),
     ({"patient_id": "P", "birth_date": "2023-13-01"}, "birth_date"),
     ({"patient_id": "P", "birth_date": "yesterday"}, "birth_date"),
+    ({"patient_id": "P", "birth_date": 86400}, "birth_date"),  # not a Unix time
+    ({"patient_id": "P", "birth_date": "86400"}, "birth_date"),
+    ({"patient_id": "P", "birth_date": "1980-01-01T00:00:00"}, "birth_date"),
+    ({"patient_id": "P", "birth_date": "1980-1-1"}, "birth_date"),
     ({"patient_id": "P", "patient_name": "N" * 201}, "patient_name"),
     ({"patient_id": "P", "colour": "blue"}, "colour"),
     ({"patient_id": "P", "id": 5}, "id"),

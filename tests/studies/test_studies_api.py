@@ -122,6 +122,9 @@ BAD_STUDIES: list[tuple[dict[str, Any], str]] = [
     ({"study_time": "10:30:00.1234567"}, "study_time"),
     ({"study_time": "noon"}, "study_time"),
     ({"study_date": "2024-02-30"}, "study_date"),
+    ({"study_date": 20240301}, "study_date"),
+    ({"study_date": "1709251200"}, "study_date"),  # not a Unix time
+    ({"study_date": "2024-03-01T00:00:00"}, "study_date"),
     ({"modalities": ["ct"]}, "modalities"),
     ({"modalities": ["C T"]}, "modalities"),
     ({"modalities": [""]}, "modalities"),

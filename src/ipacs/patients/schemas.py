@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from ipacs import clock
 from ipacs.datapoints.schemas import DatapointOut, DatapointValueOut
 from ipacs.schemas import Creator, InputModel, OutputModel
-from ipacs.studies.schemas import StudyOut
+from ipacs.studies.schemas import IsoDate, StudyOut
 
 # DICOM PatientID is an LO: up to 64 characters, no backslash or control characters.
 PATIENT_ID_PATTERN = r"^[^\\\x00-\x1f]{1,64}$"
@@ -50,7 +50,7 @@ class PatientEmpty(InputModel):
 
     patient_id: str = Field(pattern=PATIENT_ID_PATTERN)
     patient_name: str | None = Field(None, max_length=200)
-    birth_date: date | None = None
+    birth_date: IsoDate | None = None
     sex: Sex | None = None
 
     _birth_date = field_validator("birth_date")(_not_future)
@@ -59,7 +59,7 @@ class PatientEmpty(InputModel):
 class PatientUpdate(InputModel):
     patient_id: str | None = Field(None, pattern=PATIENT_ID_PATTERN)
     patient_name: str | None = Field(None, max_length=200)
-    birth_date: date | None = None
+    birth_date: IsoDate | None = None
     sex: Sex | None = None
     # Moves the patient (and its studies) to another project.
     project_id: int | None = None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from ipacs.schemas import Creator, InputModel, OutputModel
 
@@ -16,6 +17,20 @@ UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):?[0-5][0-9](:?[0-5][0-9](\.[0-9]{1,6})?)?$"
 MODALITY_PATTERN = r"^[A-Z0-9_]{1,16}$"
 MODALITIES_MAX_LENGTH = 200  # the width of studies.modalities
+
+
+def _iso_date_text(value: object) -> object:
+    # Pydantic alone would read 86400 or "86400" as a Unix time and
+    # "2024-03-01T00:00:00" as a date; the contract's dates are 'YYYY-MM-DD'.
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)
+    ):
+        raise ValueError("expected a date 'YYYY-MM-DD'")
+    return value
+
+
+# A date in a request body: 'YYYY-MM-DD' in JSON (a `date` from Python code, e.g. DICOM ingest).
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 
 class StudyOut(OutputModel):
@@ -55,7 +70,7 @@ class PostStudyResponse(OutputModel):
 
 class StudyFields(InputModel):
     accession_number: str | None = Field(None, max_length=64)
-    study_date: date | None = None
+    study_date: IsoDate | None = None
     study_time: str | None = Field(None, pattern=TIME_PATTERN)
     description: str | None = Field(None, max_length=10000)
     visit: str | None = Field(None, max_length=100)
