@@ -226,6 +226,7 @@ def test_missing_required_tags_are_named(client: TestClient, world: World) -> No
         ({"study_uid": "1." + "2" * 70}, "StudyInstanceUID is longer than 64 characters"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The value length")
 def test_unacceptable_identifiers_are_refused_with_a_reason(
     client: TestClient, world: World, database: Database, attributes: dict[str, str], reason: str
 ) -> None:
@@ -279,7 +280,7 @@ def test_same_sop_instance_uid_with_other_bytes_is_refused_and_the_original_kept
     summary = ok(upload(client, world.trial, to_bytes(changed), DICOM))
     assert summary["stored"] == 0 and summary["duplicates"] == 0
     reason = summary["failed"][0]["reason"]
-    assert original.SOPInstanceUID in reason and "different content" in reason
+    assert original.SOPInstanceUID in reason and reason.startswith("Different content already stored")
     assert _archive(client, db, original.StudyInstanceUID) == {original.SOPInstanceUID: first}
     assert _study(db, original.StudyInstanceUID).instance_count == 1
 
@@ -290,7 +291,7 @@ def test_a_study_uid_of_another_patient_is_refused(client: TestClient, world: Wo
     intruder = make_dataset(patient_id="INTRUDER", study_uid=first.StudyInstanceUID)
     summary = ok(upload(client, world.trial, to_bytes(intruder), DICOM))
     assert summary["stored"] == 0
-    assert "belongs to another patient" in summary["failed"][0]["reason"]
+    assert "Belongs to another patient" in summary["failed"][0]["reason"]
     assert _study(db, first.StudyInstanceUID).instance_count == 1
     db.expire_all()
     # Nothing of the refused file stays behind, not even its new patient.

@@ -37,6 +37,7 @@ from ipacs.telemetry.metrics import DICOM_INSTANCES, INGEST_FAILURES
 
 log = logging.getLogger("ipacs.dicom.ingest")
 RETRIES = 3
+# Refusals name their reason first: a C-STORE ErrorComment keeps only 64 characters.
 
 
 class ConflictingInstance(Conflict):
@@ -113,7 +114,7 @@ def _study(session: Session, project: Project, patient: Patient, header: DicomHe
         )
         study = register_study(session, None, patient, data, project_id=project.id)
     elif study.patient_id != patient.id:
-        raise Conflict(f"StudyInstanceUID {header.study_instance_uid} belongs to another patient or project")
+        raise Conflict(f"Belongs to another patient or project: StudyInstanceUID {header.study_instance_uid}")
     # Serialise ingest per study so counters and modalities never lose an update.
     locked = session.scalars(select(Study).where(Study.id == study.id).with_for_update()).one()
     return locked
@@ -125,7 +126,7 @@ def _series(session: Session, study: Study, header: DicomHeader) -> Series:
     ).first()
     if series is not None:
         if series.study_id != study.id:
-            raise Conflict(f"SeriesInstanceUID {header.series_instance_uid} belongs to another study")
+            raise Conflict(f"Belongs to another study: SeriesInstanceUID {header.series_instance_uid}")
         return series
     series = Series(
         study_id=study.id,
@@ -149,7 +150,7 @@ def _duplicate(session: Session, header: DicomHeader, staged: StagedFile) -> Ins
     ).first()
     if existing is not None and existing.sha256 != staged.sha256:
         raise ConflictingInstance(
-            f"SOPInstanceUID {header.sop_instance_uid} is already stored with different content; "
+            f"Different content already stored for SOPInstanceUID {header.sop_instance_uid}; "
             "the stored instance is kept"
         )
     return existing
@@ -171,7 +172,7 @@ def store_instance(
         assert study is not None
         if not is_within(session, study.project_id, project.id):
             # Not ours to report: the sender may not read that project's study.
-            raise Conflict(f"SOPInstanceUID {header.sop_instance_uid} is already stored in another project")
+            raise Conflict(f"Already stored in another project: SOPInstanceUID {header.sop_instance_uid}")
         return IngestResult(
             "duplicate", study.id, str(study.uuid), study.study_instance_uid, header.sop_instance_uid
         ), None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
@@ -94,10 +94,34 @@ class Receiver:
             assoc.acceptor.ae_title = self.ae_title
             return
         assoc.acceptor.ae_title = called
+        self._prefer_the_requestors_order(assoc)
         with self._lock:
             self._associations[id(assoc)] = _Association(
                 project_id, IngestBatch(f"c-store from {calling}", channel="c-store")
             )
+
+    def _prefer_the_requestors_order(self, assoc: Any) -> None:
+        """Accept, per context, the first transfer syntax the requestor proposed that we support.
+
+        pynetdicom picks in the acceptor's order, implicit VR first, so a sender
+        holding a file in explicit VR would re-encode it and the stored file
+        would no longer be the sender's. The sender's own first choice is the
+        one that needs no conversion.
+        """
+        ours = {
+            str(cx.abstract_syntax): [str(ts) for ts in cx.transfer_syntax]
+            for cx in self.ae.supported_contexts
+        }
+        wanted: dict[str, list[str]] = {}
+        for requested in assoc.requestor.primitive.presentation_context_definition_list:
+            supported = ours.get(str(requested.abstract_syntax))
+            if supported is None:
+                continue
+            order = wanted.setdefault(str(requested.abstract_syntax), [])
+            order += [ts for ts in requested.transfer_syntax if ts in supported and ts not in order]
+        assoc.acceptor.supported_contexts = [
+            build_context(abstract, order or ours[abstract]) for abstract, order in wanted.items()
+        ]
 
     def _on_closed(self, event: Any) -> None:
         with self._lock:
