@@ -20,7 +20,7 @@ from ipacs.db.engine import Database
 from ipacs.dicom.receiver import Receiver
 from ipacs.dicom.storage import FileStore
 from ipacs.models import AuditEvent, Instance, Patient, Study
-from tests.dicom.world import World, call, count_rows, object_files, study_route
+from tests.dicom.world import World, call, count_rows, dataset_part, object_files, study_route
 from tests.dicom_factory import SeriesSpec, make_dataset, make_study, to_bytes
 
 SUCCESS, DUPLICATE, PROCESSING_FAILURE, NOT_AUTHORIZED, CANNOT_UNDERSTAND = (
@@ -56,13 +56,6 @@ def send(port: int, datasets: list[Dataset], called: str = "TRIAL") -> list[Data
         return [assoc.send_c_store(ds) for ds in datasets]
     finally:
         assoc.release()
-
-
-def dataset_part(data: bytes) -> bytes:
-    """A Part 10 file without its preamble and file meta group (its group length says where that ends)."""
-    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
-    group_length = int.from_bytes(data[140:144], "little")
-    return data[144 + group_length :]
 
 
 def _study(db: Session, uid: str) -> Study:

@@ -127,3 +127,13 @@ def object_files(data_dir: Path) -> set[str]:
     """Storage keys of every file in the store."""
     objects = data_dir / "store" / "objects"
     return {p.relative_to(objects).as_posix() for p in objects.rglob("*") if p.is_file()}
+
+
+def dataset_part(data: bytes) -> bytes:
+    """A Part 10 file without its preamble and file meta group, whose group length says where it ends.
+
+    What a DICOM network transfer carries: a receiver writes its own file meta around it.
+    """
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00", "no file meta group length"
+    group_length = int.from_bytes(data[140:144], "little")
+    return data[144 + group_length :]
