@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from ipacs import clock
 from ipacs.config import Settings
+from ipacs.models import Project
+from tests.factories import grant, make_user
 from tests.patients.world import (
     MISSING,
     World,
@@ -411,3 +413,22 @@ def test_update_missing_patient_is_404(client: TestClient, world: World) -> None
     error(
         call(client, "PUT", f"/projects/{world.trial}/patients/{MISSING}", "admin", json={}), 404, "not_found"
     )
+
+
+def test_write_needs_user_on_the_patients_project_not_on_the_route(
+    client: TestClient, world: World, db: Session, settings: Settings
+) -> None:
+    """A viewer of Trial who is a user of Site changes Site's patients through either route."""
+    mixed = make_user(db, settings, "mixed")
+    for project_id, role in ((world.trial, "viewer"), (world.site, "user")):
+        project = db.get(Project, project_id)
+        assert project is not None
+        grant(db, project, mixed, role)
+    db.commit()
+    in_site = new_patient(client, world.site, "S1")
+    in_trial = new_patient(client, world.trial, "T1")
+    for route in (world.trial, world.site):
+        r = call(client, "PUT", f"/projects/{route}/patients/{in_site['id']}", "mixed", json={"sex": "F"})
+        assert ok(r)["sex"] == "F"
+    r = call(client, "PUT", f"/projects/{world.trial}/patients/{in_trial['id']}", "mixed", json={"sex": "F"})
+    error(r, 403, "forbidden")
