@@ -1,0 +1,9 @@
+"""iPACS beside Orthanc: the same synthetic dataset and the same workloads against both, A/B.
+
+    python -m bench peers                  # SQLite; results to docs/performance.md ("peers")
+    python -m bench peers --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+dataset.py makes the DICOM files, orthanc.py and ipacs.py start the servers,
+workloads.py drives them with the same clients (dcmtk storescu, curl, wrk),
+run.py alternates the runs and writes the table.
+"""
