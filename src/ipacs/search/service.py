@@ -16,6 +16,7 @@ from ipacs.auth.caller import Caller
 from ipacs.authz.access import require_role
 from ipacs.authz.roles import Role
 from ipacs.datapoints import values as typing_
+from ipacs.datapoints.value_service import shown
 from ipacs.db.engine import Database
 from ipacs.db.like import LIKE_ESCAPE, contains_pattern
 from ipacs.db.paging import Page, PageParams, fetch_page
@@ -75,7 +76,7 @@ def plan(session: Session, caller: Caller, project_id: int, query: str, target: 
 
 
 def _values_by_name(datapoints: list[Datapoint], values: dict[int, Any]) -> dict[str, Any]:
-    return {d.name: values[d.id] for d in datapoints if d.id in values}
+    return {d.name: shown(d.type, values[d.id]) for d in datapoints if d.id in values}
 
 
 def search(session: Session, caller: Caller, project_id: int, body: StringQuery) -> SearchResponse:
