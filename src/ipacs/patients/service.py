@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ipacs.audit import service as audit
 from ipacs.auth.caller import Caller
-from ipacs.authz.access import check_role, require_role
+from ipacs.authz.access import check_role, effective_role, require_role
 from ipacs.authz.roles import Role
 from ipacs.datapoints import repository as datapoint_repository
 from ipacs.db.paging import Page, PageParams
@@ -49,12 +49,20 @@ def find_patient_by_uuid(
     needed: Role = Role.VIEWER,
     project_id: int | None = None,
 ) -> Patient:
-    patient = repository.get_by_uuid(session, patient_uuid)
-    if patient is None:
-        raise NotFound(f"No patient {patient_uuid}")
+    """A patient by UUID, through a project route or wherever it lives.
+
+    A patient the caller cannot read answers the same 404 as a UUID that does
+    not exist, so that a UUID never tells whether it is in use.
+    """
     if project_id is not None:
-        return find_patient(session, caller, project_id, patient.id, needed)
-    require_role(session, caller, patient.project_id, Role.VIEWER)  # 404 when unreadable
+        require_role(session, caller, project_id, Role.VIEWER)
+    patient = repository.get_by_uuid(session, patient_uuid)
+    if patient is not None and project_id is not None:
+        visible = is_within(session, patient.project_id, project_id)
+    else:
+        visible = patient is not None and effective_role(session, caller, patient.project_id) is not None
+    if patient is None or not visible:
+        raise NotFound(f"No patient {patient_uuid}")
     _check_write(session, caller, patient, needed)
     return patient
 
