@@ -14,6 +14,7 @@ from ipacs.api.middleware import (
     SecurityHeadersMiddleware,
     SessionCookieMiddleware,
 )
+from ipacs.api.openapi import install_openapi
 from ipacs.auth import endpoints as auth_endpoints
 from ipacs.auth.service import Authenticator
 from ipacs.auth.sessions import count_live_sessions
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.ingestor = Ingestor(database, storage)
 
     install_error_handlers(app)
+    install_openapi(app)
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(auth_endpoints.router)
     api.include_router(user_endpoints.router)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +28,19 @@ class SuccessResponse(BaseModel):
     message: str
 
 
+ErrorCode = Literal[
+    "invalid_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "precondition_failed",
+    "payload_too_large",
+    "too_many_requests",
+    "internal_error",
+]
+
+
 class ErrorDetail(BaseModel):
     field: str | None = None
     position: int | None = None
@@ -37,8 +50,8 @@ class ErrorDetail(BaseModel):
 class InvalidRequestBody(BaseModel):
     """Every error answer: the contract's `invalidRequest`."""
 
-    success: bool = False
-    error: str
+    success: Literal[False] = False
+    error: ErrorCode
     message: str
     details: list[ErrorDetail]
 
