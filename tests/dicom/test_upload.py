@@ -456,3 +456,27 @@ def test_a_user_of_the_parent_uploads_into_the_subproject(
     ds = make_dataset(patient_id="SUB")
     ok(upload(client, world.site, to_bytes(ds), DICOM, who="member"))
     assert _study(db, ds.StudyInstanceUID).project_id == world.site
+
+
+def test_the_uploader_is_the_creator_and_in_the_audit_log(
+    client: TestClient, world: World, db: Session
+) -> None:
+    ds = make_dataset(patient_id="WHO")
+    ok(upload(client, world.trial, to_bytes(ds), DICOM, who="member"))
+    patients = ok(call(client, "GET", f"/projects/{world.trial}/patients?patient_id=WHO", "viewer"))
+    assert patients[0]["creator"]["username"] == "member"
+    studies = ok(
+        call(client, "GET", f"/projects/{world.trial}/patients/{patients[0]['id']}/studies", "viewer")
+    )
+    assert studies[0]["creator"]["username"] == "member"
+    events = ok(call(client, "GET", f"/projects/{world.trial}/audit?limit=1000", "manager"))
+    done = {(e["action"], e["entity_type"]): e for e in events}
+    assert {
+        key: done[key]["username"]
+        for key in [("create", "patient"), ("create", "study"), ("receive", "study")]
+    } == {
+        ("create", "patient"): "member",
+        ("create", "study"): "member",
+        ("receive", "study"): "member",
+    }
+    assert done[("receive", "study")]["after"] == {"source": "http upload"}

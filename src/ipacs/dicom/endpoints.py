@@ -61,7 +61,7 @@ async def upload_dicom(project_id: int, request: Request, caller: CurrentUser) -
     state = request.app.state
     await run_in_threadpool(_check_upload, state.database, caller, project_id)
     limits = UploadLimits(state.settings.max_upload_bytes, state.settings.max_instance_bytes)
-    upload = Upload(state.storage, state.ingestor, project_id, limits)
+    upload = Upload(state.storage, state.ingestor, project_id, limits, actor=caller)
     summary = await run_in_threadpool(upload.run, request.headers.get("content-type"), body_chunks(request))
     return UploadSummaryOut(
         stored=summary.stored,

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ipacs.audit import service as audit
+from ipacs.auth.caller import Caller
 from ipacs.db.engine import Database
 from ipacs.dicom.header import DicomHeader, InvalidDicom, read_header
 from ipacs.dicom.removal import lock_storage_key
@@ -60,6 +61,8 @@ class IngestBatch:
     source: str
     # "c-store", "http" or "stow": a metrics label, so a few values only.
     channel: str = "http"
+    # Who sends (HTTP and STOW-RS); None for C-STORE, whose sender is an AE title in `source`.
+    actor: Caller | None = None
     audited_studies: set[int] = field(default_factory=set)
     stored: int = 0
     duplicates: int = 0
@@ -83,7 +86,7 @@ def _lenient(model: type[M], data: dict[str, object]) -> M:
             data = {k: v for k, v in data.items() if k not in droppable}
 
 
-def _patient(session: Session, project: Project, header: DicomHeader) -> Patient:
+def _patient(session: Session, project: Project, header: DicomHeader, actor: Caller | None) -> Patient:
     found = patient_repository.find_in_project(session, project.id, header.patient_id)
     if found is not None:
         return found
@@ -96,10 +99,12 @@ def _patient(session: Session, project: Project, header: DicomHeader) -> Patient
             "sex": header.sex,
         },
     )
-    return register_patient(session, None, project, data)
+    return register_patient(session, actor, project, data)
 
 
-def _study(session: Session, project: Project, patient: Patient, header: DicomHeader) -> Study:
+def _study(
+    session: Session, project: Project, patient: Patient, header: DicomHeader, actor: Caller | None
+) -> Study:
     study = study_repository.get_by_uid(session, header.study_instance_uid)
     if study is None:
         data = _lenient(
@@ -112,7 +117,7 @@ def _study(session: Session, project: Project, patient: Patient, header: DicomHe
                 "description": header.study_description,
             },
         )
-        study = register_study(session, None, patient, data, project_id=project.id)
+        study = register_study(session, actor, patient, data, project_id=project.id)
     elif study.patient_id != patient.id:
         raise Conflict(f"Belongs to another patient or project: StudyInstanceUID {header.study_instance_uid}")
     # Serialise ingest per study so counters and modalities never lose an update.
@@ -176,8 +181,8 @@ def store_instance(
         return IngestResult(
             "duplicate", study.id, str(study.uuid), study.study_instance_uid, header.sop_instance_uid
         ), None
-    patient = _patient(session, project, header)
-    study = _study(session, project, patient, header)
+    patient = _patient(session, project, header, batch.actor)
+    study = _study(session, project, patient, header, batch.actor)
     series = _series(session, study, header)
     session.flush()
     key = storage.key_for(staged.sha256)
@@ -201,7 +206,7 @@ def store_instance(
     if study.id not in batch.audited_studies:
         audit.record(
             session,
-            None,
+            batch.actor,
             "receive",
             "study",
             entity_id=study.id,

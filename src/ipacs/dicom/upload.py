@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from ipacs.auth.caller import Caller
 from ipacs.dicom.ingest import IngestBatch, Ingestor
 from ipacs.dicom.status import status_for
 from ipacs.dicom.storage import CHUNK, FileStore, StagedFile, StagingWriter, TooLarge
@@ -55,13 +56,20 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
 class Upload:
     """One upload request: stages the body, then ingests file after file."""
 
-    def __init__(self, storage: FileStore, ingestor: Ingestor, project_id: int, limits: UploadLimits) -> None:
+    def __init__(
+        self,
+        storage: FileStore,
+        ingestor: Ingestor,
+        project_id: int,
+        limits: UploadLimits,
+        actor: Caller | None = None,
+    ) -> None:
         self.storage = storage
         self.ingestor = ingestor
         self.project_id = project_id
         self.limits = limits
         self.summary = UploadSummary()
-        self.batch = IngestBatch(source="http upload")
+        self.batch = IngestBatch(source="http upload", actor=actor)
 
     def run(self, content_type: str | None, body: Iterable[bytes]) -> UploadSummary:
         kind, params = media_type(content_type)
