@@ -16,7 +16,7 @@ Patients (by DICOM PatientID) and their values:
                               note "x' OR 1=1 --"
     T3  Trial                 no values
     A1  Site A                age 65, arm placebo, site_code S001; study MR 2024-03-01 Week 12
-    A2  Site A                age 30, arm A, responder true
+    A2  Site A                age 30, arm A, responder true, note 'said "hi", left'
     B1  Site B                age 50, arm A, weight 99.25; study CT 2024-04-01 Baseline
     x' OR 1=1 --  Site B      age 22 (an injection-shaped PatientID)
     T1  Other                 secret "top"; study CT 2024-02-01 Baseline (same PatientID as Trial's T1)
@@ -72,7 +72,7 @@ PATIENTS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ),
     ("trial", "T3", {}, {}),
     ("site_a", "A1", {}, {"age": 65, "arm": "placebo", "site_code": "S001"}),
-    ("site_a", "A2", {}, {"age": 30, "arm": "A", "responder": True}),
+    ("site_a", "A2", {}, {"age": 30, "arm": "A", "responder": True, "note": 'said "hi", left'}),
     ("site_b", "B1", {}, {"age": 50, "arm": "A", "weight": 99.25}),
     ("site_b", INJECTION_ID, {}, {"age": 22}),
     ("other", "T1", {}, {"secret": "top"}),

@@ -4,10 +4,10 @@ the caller may read."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from ipacs.auth.caller import Caller
@@ -62,29 +62,24 @@ def page(
     return items, total, next_after
 
 
-def batches(session: Session, stmt: Select[Any], target: Target, size: int = 2000) -> Iterator[list[Any]]:
-    """Every match, in id order, one bounded batch at a time (keyset, flat memory)."""
-    id_column: Any = Patient.id if target == "patients" else Study.id
-    after: int | None = None
-    while True:
-        batch_stmt = stmt if after is None else stmt.where(id_column > after)
-        rows = list(session.scalars(batch_stmt.limit(size)))
-        if not rows:
-            return
-        yield rows
-        session.expunge_all()
-        after = rows[-1].id
+def stream_rows(session: Session, stmt: Select[Any], size: int) -> Iterator[Sequence[Row[Any]]]:
+    """Every row of `stmt`, `size` at a time, from one execution (a server-side cursor on
+    PostgreSQL): the query runs once, however many rows, and memory holds one batch."""
+    result = session.execute(stmt, execution_options={"yield_per": size})
+    yield from result.partitions()
 
 
-def values_by_patient(session: Session, patient_ids: Iterable[int]) -> dict[int, dict[int, Any]]:
+def values_by_patient(
+    session: Session, patient_ids: Iterable[int], datapoint_ids: Iterable[int]
+) -> dict[int, dict[int, Any]]:
     """{patient id: {datapoint id: value}} for a batch of patients, in one query."""
-    ids = list(patient_ids)
+    ids = list(set(patient_ids))
     found: dict[int, dict[int, Any]] = defaultdict(dict)
     if not ids:
         return found
     rows = session.execute(
         select(DatapointValue.patient_id, DatapointValue.datapoint_id, DatapointValue.value).where(
-            DatapointValue.patient_id.in_(ids)
+            DatapointValue.patient_id.in_(ids), DatapointValue.datapoint_id.in_(list(datapoint_ids))
         )
     )
     for patient_id, datapoint_id, value in rows:

@@ -7,6 +7,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, select
@@ -27,36 +28,41 @@ from ipacs.search import repository
 from ipacs.search.repository import Target
 from ipacs.search.schemas import Operator, PatientResult, SearchResponse, StringQuery, StudyResult
 
-PATIENT_COLUMNS = (
-    "id",
-    "uuid",
-    "project_id",
-    "patient_id",
-    "patient_name",
-    "birth_date",
-    "sex",
-    "created_at",
-    "updated_at",
+# The built-in columns of a CSV export, in order: (header, column). For studies,
+# `patient_pk` is the patient's id and `patient_id` its PatientID.
+PATIENT_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("id", Patient.id),
+    ("uuid", Patient.uuid),
+    ("project_id", Patient.project_id),
+    ("patient_id", Patient.patient_id),
+    ("patient_name", Patient.patient_name),
+    ("birth_date", Patient.birth_date),
+    ("sex", Patient.sex),
+    ("created_at", Patient.created_at),
+    ("updated_at", Patient.updated_at),
 )
-STUDY_COLUMNS = (
-    "id",
-    "uuid",
-    "study_instance_uid",
-    "patient_pk",
-    "patient_id",
-    "project_id",
-    "accession_number",
-    "study_date",
-    "study_time",
-    "description",
-    "modalities",
-    "visit",
-    "status",
-    "series_count",
-    "instance_count",
-    "size_bytes",
-    "created_at",
+STUDY_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("id", Study.id),
+    ("uuid", Study.uuid),
+    ("study_instance_uid", Study.study_instance_uid),
+    ("patient_pk", Study.patient_id),
+    ("patient_id", Patient.patient_id),
+    ("project_id", Study.project_id),
+    ("accession_number", Study.accession_number),
+    ("study_date", Study.study_date),
+    ("study_time", Study.study_time),
+    ("description", Study.description),
+    ("modalities", Study.modalities),
+    ("visit", Study.visit),
+    ("status", Study.status),
+    ("series_count", Study.series_count),
+    ("instance_count", Study.instance_count),
+    ("size_bytes", Study.size_bytes),
+    ("created_at", Study.created_at),
+    ("updated_at", Study.updated_at),
 )
+# Rows fetched (and written) at a time by a CSV export.
+CSV_BATCH_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ def search(session: Session, caller: Caller, project_id: int, body: StringQuery)
     values: dict[int, dict[int, Any]] = {}
     if body.include_values:
         patient_ids = [i.id if body.target == "patients" else i.patient_id for i in items]
-        values = repository.values_by_patient(session, patient_ids)
+        values = repository.values_by_patient(session, patient_ids, [d.id for d in found.datapoints])
     results: list[Any] = []
     for item in items:
         extra = None
@@ -103,62 +109,59 @@ def search(session: Session, caller: Caller, project_id: int, body: StringQuery)
 
 
 def _cell(value: Any) -> str:
+    """A built-in attribute as CSV text: ISO dates, UTC datetimes with Z."""
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat()).replace("+00:00", "Z")
+    if isinstance(value, datetime):
+        return typing_.format_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
     return str(value)
 
 
+def _builtin_columns(target: Target) -> tuple[tuple[str, Any], ...]:
+    return PATIENT_COLUMNS if target == "patients" else STUDY_COLUMNS
+
+
 def csv_header(found: SearchPlan) -> list[str]:
-    builtin = PATIENT_COLUMNS if found.target == "patients" else STUDY_COLUMNS
+    """The built-in columns, then one column per datapoint name that applies."""
+    builtin = [name for name, _ in _builtin_columns(found.target)]
     return [*builtin, *dict.fromkeys(d.name for d in found.datapoints)]
 
 
 def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
-    """Every match as CSV, a batch at a time, in a read transaction of its own."""
+    """Every match as CSV, one batch of rows at a time, from one snapshot.
+
+    Runs in a read transaction of its own (the request's is over once the
+    response starts). The matches come from one execution of the query,
+    streamed; each batch's values come from one more query.
+    """
+    columns = _builtin_columns(found.target)
     names = list(dict.fromkeys(d.name for d in found.datapoints))
-    type_of = {d.name: d.type for d in found.datapoints}
-    name_of = {d.id: d.name for d in found.datapoints}
+    slot = {name: i for i, name in enumerate(names)}
+    # datapoint id -> (column index, type)
+    column_of = {d.id: (slot[d.name], d.type) for d in found.datapoints}
+    patient_at = 0 if found.target == "patients" else 3  # the position of the patient's id
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(csv_header(found))
     yield buffer.getvalue().encode()
+    statement = found.statement.with_only_columns(*(column for _, column in columns))
     with database.session() as session:
-        for batch in repository.batches(session, found.statement, found.target):
+        if not database.is_sqlite:
+            # One snapshot for the query and every batch's values.
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        for batch in repository.stream_rows(session, statement, CSV_BATCH_SIZE):
             buffer.seek(0)
             buffer.truncate()
-            patient_ids = [r.id if found.target == "patients" else r.patient_id for r in batch]
-            values = repository.values_by_patient(session, patient_ids)
-            patients = {} if found.target == "patients" else repository.patients_by_id(session, patient_ids)
+            values = repository.values_by_patient(session, (row[patient_at] for row in batch), column_of)
             for row in batch:
-                pid = row.id if found.target == "patients" else row.patient_id
-                by_name = {name_of[d]: v for d, v in values.get(pid, {}).items() if d in name_of}
-                writer.writerow(
-                    [
-                        *_builtin_cells(row, found.target, patients),
-                        *(typing_.text_form(type_of[n], by_name.get(n)) for n in names),
-                    ]
-                )
+                cells = ["" for _ in names]
+                for datapoint_id, value in values.get(row[patient_at], {}).items():
+                    index, dp_type = column_of[datapoint_id]
+                    cells[index] = typing_.text_form(dp_type, shown(dp_type, value))
+                writer.writerow([*map(_cell, row), *cells])
             yield buffer.getvalue().encode()
-
-
-def _builtin_cells(row: Any, target: Target, patients: dict[int, Patient]) -> list[str]:
-    if target == "patients":
-        return [_cell(getattr(row, c)) for c in PATIENT_COLUMNS]
-    cells = []
-    for column in STUDY_COLUMNS:
-        if column == "patient_pk":
-            cells.append(str(row.patient_id))
-        elif column == "patient_id":
-            cells.append(patients[row.patient_id].patient_id)
-        elif column == "modalities":
-            cells.append(row.modalities)
-        else:
-            cells.append(_cell(getattr(row, column)))
-    return cells
 
 
 def search_values(
