@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -71,6 +72,10 @@ def test_archive_holds_every_file_byte_for_byte_in_named_folders(
         assert zf.testzip() is None
         names = zf.namelist()
         contents = {name: zf.read(name) for name in names}
+        # Each member carries the time it was stored (UTC), not zip's 1980 default.
+        now = datetime.now(UTC)
+        for info in zf.infolist():
+            assert now - datetime(*info.date_time, tzinfo=UTC) < timedelta(minutes=10)
     expected = {}
     for ds in datasets:
         folder = f"{ds.SeriesNumber:03d}_{ds.Modality}_{ds.Modality}_series_{ds.SeriesNumber}"

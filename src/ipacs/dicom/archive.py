@@ -6,6 +6,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ipacs.dicom.storage import FileStore
 
@@ -14,6 +15,9 @@ from ipacs.dicom.storage import FileStore
 class ArchiveEntry:
     name: str
     storage_key: str
+    # The member's time in the zip (when the instance was stored); zip's own
+    # minimum, 1980-01-01, when unknown.
+    stored_at: datetime | None = None
 
 
 class _Sink:
@@ -46,11 +50,20 @@ def safe_name(text: str | None, fallback: str) -> str:
     return cleaned[:64] or fallback
 
 
+def _member(entry: ArchiveEntry) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(entry.name)
+    if entry.stored_at is not None:
+        # Zip times have no zone; UTC, like every time iPACS shows.
+        info.date_time = entry.stored_at.astimezone(UTC).timetuple()[:6]
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
 def stream_zip(storage: FileStore, entries: list[ArchiveEntry]) -> Iterator[bytes]:
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[call-overload]
         for entry in entries:
-            with zf.open(entry.name, "w", force_zip64=True) as member:
+            with zf.open(_member(entry), "w", force_zip64=True) as member:
                 for chunk in storage.read_chunks(entry.storage_key):
                     member.write(chunk)
                     yield sink.drain()

@@ -41,7 +41,7 @@ def archive_plan(
             series.series_instance_uid,
         )
         name = f"{top}/{folder}/{safe_name(instance.sop_instance_uid, str(instance.id))}.dcm"
-        entries.append(ArchiveEntry(name=name, storage_key=instance.storage_key))
+        entries.append(ArchiveEntry(name, instance.storage_key, instance.created_at))
     filename = (
         f"{safe_name(patient.patient_id, 'patient')}_{safe_name(study.study_instance_uid, 'study')}.zip"
     )
