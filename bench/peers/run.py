@@ -493,6 +493,9 @@ def _options(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--pg-url", default=None, help="also run iPACS on PostgreSQL (a server URL)")
     parser.add_argument("--no-orthanc", action="store_true", help="iPACS only")
     parser.add_argument(
+        "--no-install", action="store_true", help="never apt-get install Orthanc or wrk when missing"
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=None, help="datasets and servers (default: a temp dir)"
     )
     parser.add_argument(
@@ -505,7 +508,9 @@ def _options(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     spec = DatasetSpec(args.patients, args.studies, args.series, args.instances, args.rows, args.columns)
     if spec.patients < len(INGEST):
         parser.error(f"--patients must be at least {len(INGEST)} (one quarter per ingest workload)")
-    orthanc = not args.no_orthanc and (OrthancServer.available() or OrthancServer.install())
+    orthanc = not args.no_orthanc and (
+        OrthancServer.available() or (not args.no_install and OrthancServer.install())
+    )
     if not args.no_orthanc and not orthanc:
         log("Orthanc is not installed and could not be: iPACS only")
     options = Options(
@@ -524,7 +529,7 @@ def _options(argv: list[str]) -> tuple[Options, argparse.Namespace]:
 
 def main(argv: list[str]) -> None:
     options, args = _options(argv)
-    if not workloads.has_wrk():
+    if not workloads.has_wrk() and not args.no_install:
         workloads.install_wrk()
     options.workdir.mkdir(parents=True, exist_ok=True)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -97,10 +98,8 @@ class Server:
     def reset_peak_rss(self) -> None:
         """Start a new high-water mark (`5` to clear_refs resets VmHWM; needs root or the owner)."""
         for pid in self.pids():
-            try:
+            with contextlib.suppress(OSError):
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
-            except OSError:
-                pass
 
     def rss_mb(self) -> float:
         return sum(status_kib(pid, "VmRSS") for pid in self.pids()) / 1024
