@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 from collections.abc import Iterator
 
@@ -207,3 +208,34 @@ def test_the_called_ae_title_selects_the_project(port: int, world: World, db: Se
     (status,) = send(port, [ds], called="TRIAL")
     assert status.Status == PROCESSING_FAILURE
     assert "another project" in status.ErrorComment
+
+
+def test_concurrent_associations_into_one_study_lose_no_update(
+    port: int, database: Database, db: Session
+) -> None:
+    """Several senders at once into the same new patient, study and series: every instance is
+    stored and the study's counters account for each (creation races are retried)."""
+    datasets = make_study("RACE", [SeriesSpec("MR", 1, 12), SeriesSpec("CT", 2, 12)])
+    shares = [datasets[i::4] for i in range(4)]
+    results: list[list[int]] = [[] for _ in shares]
+
+    def sender(index: int) -> None:
+        results[index] = [status.Status for status in send(port, shares[index])]
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(len(shares))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [r for share in results for r in share] == [SUCCESS] * len(datasets)
+    study = _study(db, datasets[0].StudyInstanceUID)
+    assert (study.instance_count, study.series_count, sorted(study.modalities.split("\\"))) == (
+        len(datasets),
+        2,
+        ["CT", "MR"],
+    )
+    assert count_rows(database, Instance) == len(datasets)
+    db.expire_all()
+    assert study.size_bytes == db.scalar(select(func.sum(Instance.size_bytes)))
+    assert db.scalar(select(func.count()).select_from(Patient).where(Patient.patient_id == "RACE")) == 1
+    db.commit()

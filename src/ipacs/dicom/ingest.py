@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ipacs import clock
 from ipacs.audit import service as audit
 from ipacs.auth.caller import Caller
 from ipacs.db.engine import Database
@@ -27,11 +30,9 @@ from ipacs.dicom.removal import lock_storage_key
 from ipacs.dicom.storage import FileStore, StagedFile
 from ipacs.errors import Conflict
 from ipacs.models import Instance, Patient, Project, Series, Study
-from ipacs.patients import repository as patient_repository
 from ipacs.patients.schemas import PatientEmpty
 from ipacs.patients.service import register_patient
 from ipacs.projects.scope import is_within
-from ipacs.studies import repository as study_repository
 from ipacs.studies.schemas import StudyCreate
 from ipacs.studies.service import register_study
 from ipacs.telemetry.metrics import DICOM_INSTANCES, INGEST_FAILURES
@@ -86,8 +87,38 @@ def _lenient(model: type[M], data: dict[str, object]) -> M:
             data = {k: v for k, v in data.items() if k not in droppable}
 
 
-def _patient(session: Session, project: Project, header: DicomHeader, actor: Caller | None) -> Patient:
-    found = patient_repository.find_in_project(session, project.id, header.patient_id)
+# The hot path reads and writes plain columns (no ORM objects): one C-STORE is a handful of
+# indexed statements. ORM objects are made only when a patient or study is registered, through
+# the same services the REST API uses.
+_STUDY_COLUMNS = select(
+    Study.id, Study.uuid, Study.study_instance_uid, Study.project_id, Study.patient_id, Study.modalities
+)
+_studies = cast(Table, Study.__table__)
+_series_table = cast(Table, Series.__table__)
+_instances = cast(Table, Instance.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class _StudyRow:
+    id: int
+    uuid: UUID
+    study_instance_uid: str
+    project_id: int
+    patient_id: int
+    modalities: str
+
+
+def _study_row(session: Session, where: ColumnElement[bool], lock: bool = False) -> _StudyRow | None:
+    stmt = _STUDY_COLUMNS.where(where)
+    # Serialise ingest per study so counters and modalities never lose an update.
+    row = session.execute(stmt.with_for_update() if lock else stmt).first()
+    return _StudyRow(*row) if row is not None else None
+
+
+def _patient(session: Session, project_id: int, header: DicomHeader, actor: Caller | None) -> int:
+    found = session.scalar(
+        select(Patient.id).where(Patient.project_id == project_id, Patient.patient_id == header.patient_id)
+    )
     if found is not None:
         return found
     data = _lenient(
@@ -99,97 +130,132 @@ def _patient(session: Session, project: Project, header: DicomHeader, actor: Cal
             "sex": header.sex,
         },
     )
-    return register_patient(session, actor, project, data)
+    project = session.get(Project, project_id)
+    assert project is not None
+    return register_patient(session, actor, project, data).id
 
 
 def _study(
-    session: Session, project: Project, patient: Patient, header: DicomHeader, actor: Caller | None
-) -> Study:
-    study = study_repository.get_by_uid(session, header.study_instance_uid)
+    session: Session, project_id: int, patient_pk: int, header: DicomHeader, actor: Caller | None
+) -> _StudyRow:
+    uid = header.study_instance_uid
+    study = _study_row(session, Study.study_instance_uid == uid, lock=True)
     if study is None:
         data = _lenient(
             StudyCreate,
             {
-                "study_instance_uid": header.study_instance_uid,
+                "study_instance_uid": uid,
                 "study_date": header.study_date,
                 "study_time": header.study_time,
                 "accession_number": header.accession_number,
                 "description": header.study_description,
             },
         )
-        study = register_study(session, actor, patient, data, project_id=project.id)
-    elif study.patient_id != patient.id:
-        raise Conflict(f"Belongs to another patient or project: StudyInstanceUID {header.study_instance_uid}")
-    # Serialise ingest per study so counters and modalities never lose an update.
-    locked = session.scalars(select(Study).where(Study.id == study.id).with_for_update()).one()
-    return locked
+        patient = session.get(Patient, patient_pk)
+        assert patient is not None
+        created = register_study(session, actor, patient, data, project_id=project_id)
+        study = _study_row(session, Study.id == created.id)
+        assert study is not None
+    elif study.patient_id != patient_pk:
+        raise Conflict(f"Belongs to another patient or project: StudyInstanceUID {uid}")
+    return study
 
 
-def _series(session: Session, study: Study, header: DicomHeader) -> Series:
-    series = session.scalars(
-        select(Series).where(Series.series_instance_uid == header.series_instance_uid)
+def _series(session: Session, study: _StudyRow, header: DicomHeader, size: int) -> tuple[int, bool]:
+    """The series id, and whether it was made here (with this instance already counted)."""
+    found = session.execute(
+        select(Series.id, Series.study_id).where(Series.series_instance_uid == header.series_instance_uid)
     ).first()
-    if series is not None:
-        if series.study_id != study.id:
+    if found is not None:
+        if found.study_id != study.id:
             raise Conflict(f"Belongs to another study: SeriesInstanceUID {header.series_instance_uid}")
-        return series
-    series = Series(
-        study_id=study.id,
-        series_instance_uid=header.series_instance_uid,
-        modality=header.modality,
-        series_number=header.series_number,
-        series_description=header.series_description,
-        body_part_examined=header.body_part_examined,
+        session.execute(
+            update(_series_table)
+            .where(_series_table.c.id == found.id)
+            .values(
+                instance_count=_series_table.c.instance_count + 1,
+                size_bytes=_series_table.c.size_bytes + size,
+            )
+        )
+        return found.id, False
+    created = session.execute(
+        insert(_series_table)
+        .values(
+            study_id=study.id,
+            series_instance_uid=header.series_instance_uid,
+            modality=header.modality,
+            series_number=header.series_number,
+            series_description=header.series_description,
+            body_part_examined=header.body_part_examined,
+            instance_count=1,
+            size_bytes=size,
+        )
+        .returning(_series_table.c.id)
     )
-    session.add(series)
-    study.series_count += 1
-    modalities = [m for m in study.modalities.split("\\") if m]
-    if header.modality and header.modality not in modalities:
-        study.modalities = "\\".join([*modalities, header.modality])
-    return series
+    return created.scalar_one(), True
 
 
-def _duplicate(session: Session, header: DicomHeader, staged: StagedFile) -> Instance | None:
-    existing = session.scalars(
-        select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)
+def _count_in_study(
+    session: Session, study: _StudyRow, header: DicomHeader, size: int, new_series: bool
+) -> None:
+    """The study's counters, as one UPDATE that also moves its ETag version on (as an ORM update does)."""
+    values: dict[str, Any] = {
+        "instance_count": _studies.c.instance_count + 1,
+        "size_bytes": _studies.c.size_bytes + size,
+        "version": _studies.c.version + 1,
+        "updated_at": clock.now(),
+    }
+    if new_series:
+        values["series_count"] = _studies.c.series_count + 1
+        modalities = [m for m in study.modalities.split("\\") if m]
+        if header.modality and header.modality not in modalities:
+            values["modalities"] = "\\".join([*modalities, header.modality])
+    session.execute(update(_studies).where(_studies.c.id == study.id).values(**values))
+
+
+def _duplicate(session: Session, header: DicomHeader, staged: StagedFile) -> int | None:
+    """The study of an instance stored before with the same bytes, if any."""
+    existing = session.execute(
+        select(Instance.sha256, Instance.study_id).where(Instance.sop_instance_uid == header.sop_instance_uid)
     ).first()
-    if existing is not None and existing.sha256 != staged.sha256:
+    if existing is None:
+        return None
+    if existing.sha256 != staged.sha256:
         raise ConflictingInstance(
             f"Different content already stored for SOPInstanceUID {header.sop_instance_uid}; "
             "the stored instance is kept"
         )
-    return existing
+    return int(existing.study_id)
 
 
 def store_instance(
     session: Session,
     storage: FileStore,
-    project: Project,
+    project_id: int,
     staged: StagedFile,
     header: DicomHeader,
     batch: IngestBatch,
 ) -> tuple[IngestResult, str | None]:
     """Index one staged file and move it into the store. Returns the result and
     the key of the file it promoted (to remove if the commit fails)."""
-    existing = _duplicate(session, header, staged)
-    if existing is not None:
-        study = session.get(Study, existing.study_id)
+    stored_in = _duplicate(session, header, staged)
+    if stored_in is not None:
+        study = _study_row(session, Study.id == stored_in)
         assert study is not None
-        if not is_within(session, study.project_id, project.id):
+        if not is_within(session, study.project_id, project_id):
             # Not ours to report: the sender may not read that project's study.
             raise Conflict(f"Already stored in another project: SOPInstanceUID {header.sop_instance_uid}")
         return IngestResult(
             "duplicate", study.id, str(study.uuid), study.study_instance_uid, header.sop_instance_uid
         ), None
-    patient = _patient(session, project, header, batch.actor)
-    study = _study(session, project, patient, header, batch.actor)
-    series = _series(session, study, header)
-    session.flush()
+    patient_pk = _patient(session, project_id, header, batch.actor)
+    study = _study(session, project_id, patient_pk, header, batch.actor)
+    series_id, new_series = _series(session, study, header, staged.size)
     key = storage.key_for(staged.sha256)
-    session.add(
-        Instance(
+    session.execute(
+        insert(_instances).values(
             study_id=study.id,
-            series_id=series.id,
+            series_id=series_id,
             sop_instance_uid=header.sop_instance_uid,
             sop_class_uid=header.sop_class_uid,
             instance_number=header.instance_number,
@@ -199,10 +265,7 @@ def store_instance(
             storage_key=key,
         )
     )
-    series.instance_count += 1
-    series.size_bytes += staged.size
-    study.instance_count += 1
-    study.size_bytes += staged.size
+    _count_in_study(session, study, header, staged.size, new_series)
     if study.id not in batch.audited_studies:
         audit.record(
             session,
@@ -230,9 +293,18 @@ class Ingestor:
         self.database = database
         self.storage = storage
 
+    def ingest_bytes(self, project_id: int, data: bytes, batch: IngestBatch) -> IngestResult:
+        """Stage and ingest a file held in memory (a C-STORE), its header read from the bytes."""
+        return self._ingest(project_id, self.storage.stage_bytes(data), batch, data)
+
     def ingest(self, project_id: int, staged: StagedFile, batch: IngestBatch) -> IngestResult:
+        return self._ingest(project_id, staged, batch, staged.path)
+
+    def _ingest(
+        self, project_id: int, staged: StagedFile, batch: IngestBatch, source: Path | bytes
+    ) -> IngestResult:
         try:
-            header = read_header(staged.path)
+            header = read_header(source)
             for attempt in range(RETRIES):
                 try:
                     result = self._ingest_once(project_id, staged, header, batch)
@@ -262,10 +334,9 @@ class Ingestor:
         promoted: str | None = None
         try:
             with self.database.session(write=True) as session, session.begin():
-                project = session.get(Project, project_id)
-                if project is None:
+                if session.scalar(select(Project.id).where(Project.id == project_id)) is None:
                     raise Conflict("The project no longer exists")
-                result, promoted = store_instance(session, self.storage, project, staged, header, batch)
+                result, promoted = store_instance(session, self.storage, project_id, staged, header, batch)
         except BaseException:
             # The row did not commit: a file moved into the store for it must go.
             if promoted is not None:
