@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -219,33 +217,32 @@ def test_study_conditions_for_patients_mean_has_a_study(client: TestClient, worl
 # --- errors -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("query", "position", "message"),
-    [
-        ("age >=", 6, "expected a literal"),
-        ("agee = 1", 0, "unknown field 'agee'; did you mean age?"),
-        ("age >= 18 AND arm = 'C'", 20, "'C' is not one of the choices of arm"),
-        ("enrolled > '2024-13-01'", 11, "not a real date"),
-        ("arm < 'B'", 4, "'<' needs an ordered field"),
-        ("age = 'x'", 6, ""),
-        ("age = 1 arm = 'A'", 8, "expected AND, OR or the end of the query"),
-        ("note = 'unterminated", 7, "unterminated string"),
-        ("(age = 1", 8, ""),
-        ("secret = 'x'", 0, "unknown field 'secret'"),
-        ("age CONTAINS '1'", 4, "CONTAINS needs a text field"),
-    ],
-)
-def test_errors_are_400_with_position_and_message(
-    client: TestClient, world: SearchWorld, query: str, position: int, message: str
-) -> None:
-    body = error(search(client, world.trial, "viewer", query), 400, "invalid_request")
-    assert len(body["details"]) == 1
-    detail = body["details"][0]
-    assert set(detail) == {"position", "message"}
-    assert detail["position"] == position, detail
-    assert message in detail["message"]
-    # The top-level message shows the query with a caret under the fault.
-    assert body["message"].endswith(f"{query}\n{' ' * position}^")
+# (query, position of the fault, part of the message)
+QUERY_ERRORS = [
+    ("age >=", 6, "expected a literal"),
+    ("agee = 1", 0, "unknown field 'agee'; did you mean age?"),
+    ("age >= 18 AND arm = 'C'", 20, "'C' is not one of the choices of arm"),
+    ("enrolled > '2024-13-01'", 11, "not a real date"),
+    ("arm < 'B'", 4, "'<' needs an ordered field"),
+    ("age = 'x'", 6, ""),
+    ("age = 1 arm = 'A'", 8, "expected AND, OR or the end of the query"),
+    ("note = 'unterminated", 7, "unterminated string"),
+    ("(age = 1", 8, ""),
+    ("secret = 'x'", 0, "unknown field 'secret'"),
+    ("age CONTAINS '1'", 4, "CONTAINS needs a text field"),
+]
+
+
+def test_errors_are_400_with_position_and_message(client: TestClient, world: SearchWorld) -> None:
+    for query, position, message in QUERY_ERRORS:
+        body = error(search(client, world.trial, "viewer", query), 400, "invalid_request")
+        assert len(body["details"]) == 1, query
+        detail = body["details"][0]
+        assert set(detail) == {"position", "message"}
+        assert detail["position"] == position, (query, detail)
+        assert message in detail["message"], (query, detail)
+        # The top-level message shows the query with a caret under the fault.
+        assert body["message"].endswith(f"{query}\n{' ' * position}^"), query
 
 
 def test_an_error_in_csv_mode_is_the_same_json_400(client: TestClient, world: SearchWorld) -> None:
@@ -254,28 +251,18 @@ def test_an_error_in_csv_mode_is_the_same_json_400(client: TestClient, world: Se
     assert body["details"][0]["position"] == 0, body
 
 
-@pytest.mark.parametrize(
-    ("extra", "field"),
-    [
+def test_a_bad_body_is_400(client: TestClient, world: SearchWorld) -> None:
+    for extra, field in [
         ({"target": "series"}, "target"),
         ({"limit": 0}, "limit"),
         ({"limit": 1001}, "limit"),
         ({"after": -1}, "after"),
         ({"unknown": 1}, "unknown"),
-    ],
-)
-def test_a_bad_body_is_400_naming_the_field(
-    client: TestClient, world: SearchWorld, extra: dict[str, Any], field: str
-) -> None:
-    body = error(search(client, world.trial, "viewer", **{"query": "", **extra}), 400, "invalid_request")
-    assert field in {d["field"] for d in body["details"]}, body
-
-
-@pytest.mark.parametrize("query", [5, None, ["age = 1"], "age = 1 " * 2000])
-def test_a_query_that_is_not_a_string_or_too_long_is_400(
-    client: TestClient, world: SearchWorld, query: Any
-) -> None:
-    error(search(client, world.trial, "viewer", query), 400, "invalid_request")
+    ]:
+        body = error(search(client, world.trial, "viewer", **{"query": "", **extra}), 400, "invalid_request")
+        assert field in {d["field"] for d in body["details"]}, body
+    for query in [5, None, ["age = 1"], "age = 1 " * 2000]:
+        error(search(client, world.trial, "viewer", query), 400, "invalid_request")
 
 
 # --- injection-shaped input -----------------------------------------------------
@@ -308,30 +295,30 @@ def test_injection_shaped_literals_are_literals(client: TestClient, db: Session,
     db.commit()
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        "age; DROP TABLE patients = 1",
-        'age" = 1',
-        '"age" = 1',
-        "`age` = 1",
-        "patient.patient_id; -- = 'x'",
-        "patient.\"patient_id\" = 'x'",
-        "patients.id = 1",
-        "study.id = 1 OR 1 = 1",
-        "age = 1; DELETE FROM patients",
-        "age = 1 -- comment",
-        "age = 1 /* c */",
-        "__class__ = 1",
-        "patient.__dict__ = 'x'",
-        "study.patient_id.__class__ = 1",
-    ],
-)
+INJECTION_SHAPED_FIELDS = [
+    "age; DROP TABLE patients = 1",
+    'age" = 1',
+    '"age" = 1',
+    "`age` = 1",
+    "patient.patient_id; -- = 'x'",
+    "patient.\"patient_id\" = 'x'",
+    "patients.id = 1",
+    "study.id = 1 OR 1 = 1",
+    "age = 1; DELETE FROM patients",
+    "age = 1 -- comment",
+    "age = 1 /* c */",
+    "__class__ = 1",
+    "patient.__dict__ = 'x'",
+    "study.patient_id.__class__ = 1",
+]
+
+
 def test_injection_shaped_field_names_are_refused(
-    client: TestClient, db: Session, world: SearchWorld, query: str
+    client: TestClient, db: Session, world: SearchWorld
 ) -> None:
-    body = error(search(client, world.trial, "viewer", query), 400, "invalid_request")
-    assert isinstance(body["details"][0]["position"], int)
+    for query in INJECTION_SHAPED_FIELDS:
+        body = error(search(client, world.trial, "viewer", query), 400, "invalid_request")
+        assert isinstance(body["details"][0]["position"], int), query
     assert db.scalar(select(func.count()).select_from(Patient)) == 9
     db.commit()  # end the test session's transaction (it would hold SQLite's write lock)
     assert ok(search(client, world.trial, "viewer", ""))["total"] == 7

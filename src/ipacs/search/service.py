@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -61,6 +62,8 @@ STUDY_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("created_at", Study.created_at),
     ("updated_at", Study.updated_at),
 )
+# A number in a query string: 18, -3, 70.5, 1e3 (not nan, inf or 0x10).
+NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 # Rows fetched (and written) at a time by a CSV export.
 CSV_BATCH_SIZE = 2000
 
@@ -178,8 +181,12 @@ def search_values(
     datapoints = [d for d in repository.lineage_datapoints(session, project_id) if d.name_key == name.lower()]
     if not datapoints:
         raise NotFound(f"No datapoint named {name!r} in this project")
-    dp_type = datapoints[0].type
-    condition = _value_condition(dp_type, op, raw)
+    types = sorted({d.type for d in datapoints})
+    if len(types) > 1:
+        message = f"{name} is defined with different types ({', '.join(types)}) in the projects searched"
+        raise InvalidRequest(message, details=[{"field": "name", "message": message}])
+    choices = list(dict.fromkeys(c for d in datapoints for c in d.choices or ()))
+    condition = _value_condition(types[0], op, raw, choices or None)
     subtree = select(ProjectClosure.descendant_id).where(ProjectClosure.ancestor_id == project_id)
     stmt = (
         select(DatapointValue)
@@ -196,7 +203,7 @@ def search_values(
     return result, patients, {d.id: d for d in datapoints}
 
 
-def _value_condition(dp_type: str, op: Operator, raw: str) -> ColumnElement[bool]:
+def _value_condition(dp_type: str, op: Operator, raw: str, choices: list[str] | None) -> ColumnElement[bool]:
     column: Any = (
         DatapointValue.num_value if typing_.sortable_column(dp_type) == "num" else DatapointValue.text_value
     )
@@ -212,7 +219,7 @@ def _value_condition(dp_type: str, op: Operator, raw: str) -> ColumnElement[bool
             f"{op} needs an ordered datapoint (integer, decimal, date, datetime)",
             details=[{"field": "op", "message": f"not for a {dp_type} datapoint"}],
         )
-    num, text = typing_.sortable_form(dp_type, _parse_param(dp_type, raw))
+    num, text = typing_.sortable_form(dp_type, _parse_param(dp_type, raw, choices))
     key = num if num is not None else text
     conditions: dict[str, ColumnElement[bool]] = {
         "eq": column == key,
@@ -225,19 +232,20 @@ def _value_condition(dp_type: str, op: Operator, raw: str) -> ColumnElement[bool
     return conditions[op]
 
 
-def _parse_param(dp_type: str, raw: str) -> Any:
+def _parse_param(dp_type: str, raw: str, choices: list[str] | None) -> Any:
     """A query-string value read as the datapoint's type, then checked like any value."""
     value: Any = raw
     try:
-        if dp_type == "integer":
-            value = int(raw)
-        elif dp_type == "decimal":
-            value = float(raw)
+        if dp_type in typing_.NUMERIC_TYPES:
+            if not NUMBER.fullmatch(raw):
+                raise typing_.InvalidValue(
+                    "type", f"expected a number for a {dp_type} datapoint, not {raw!r}"
+                )
+            value = int(raw) if raw.lstrip("-").isdigit() else float(raw)
         elif dp_type == "boolean":
             if raw.lower() not in ("true", "false"):
-                raise ValueError(raw)
+                raise typing_.InvalidValue("type", f"expected true or false, not {raw!r}")
             value = raw.lower() == "true"
-        return typing_.canonical(dp_type, value)
-    except (ValueError, typing_.InvalidValue) as exc:
-        message = exc.message if isinstance(exc, typing_.InvalidValue) else f"not a {dp_type}: {raw!r}"
-        raise InvalidRequest(message, details=[{"field": "value", "message": message}]) from exc
+        return typing_.canonical(dp_type, value, choices)
+    except typing_.InvalidValue as exc:
+        raise InvalidRequest(exc.message, details=[{"field": "value", "message": exc.message}]) from exc
