@@ -210,7 +210,8 @@ def edit_value(
     existing = repository.get(session, patient.id, datapoint.id)
     if existing is not None:
         check_if_match(existing, if_match)
-    elif if_match not in (None, "*"):
+    elif if_match is not None:
+        # RFC 9110: If-Match (even "*") fails when there is no current representation.
         raise PreconditionFailed("The value does not exist, so no ETag can match it")
     write_value(session, caller, patient, datapoint, raw, existing)
     found = repository.get(session, patient.id, datapoint.id)
