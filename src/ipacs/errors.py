@@ -147,9 +147,15 @@ _HTTP_STATUS_ERRORS: dict[int, type[IpacsError]] = {
 }
 
 
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
-    # ("body", "name") -> "name"; ("query", "limit") -> "limit"
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    # ("body", "name") -> "name"; ("query", "limit") -> "limit"; ("body", "query") -> "query":
+    # only the leading element names where the value was, a body field may be called "query".
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
     return ".".join(parts) or "body"
 
 
@@ -172,6 +178,19 @@ def _validation_detail(err: dict[str, Any]) -> dict[str, Any]:
 
 def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
     return [_validation_detail(err) for err in errors]
+
+
+def _unparsable_body(cause: BaseException) -> InvalidRequest:
+    """FastAPI's "error parsing the body", with the reason: what the JSON parser refused."""
+    if isinstance(cause, UnicodeDecodeError):
+        reason = "the body is not UTF-8"
+    elif isinstance(cause, RecursionError):
+        reason = "the JSON nests too deeply"
+    elif isinstance(cause, ValueError):
+        reason = f"the JSON cannot be read: {cause}"
+    else:
+        reason = "the JSON cannot be read"
+    return InvalidRequest(f"Invalid request body: {reason}", [{"field": "body", "message": reason}])
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
@@ -205,6 +224,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.detail == "There was an error parsing the body" and exc.__cause__ is not None:
+            return error_response(_unparsable_body(exc.__cause__))
         cls = _HTTP_STATUS_ERRORS.get(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else "Request failed"
         if exc.status_code == 404 and message == "Not Found":
