@@ -13,6 +13,7 @@ from ipacs.api.middleware import (
     BodySizeLimitMiddleware,
     SecurityHeadersMiddleware,
     SessionCookieMiddleware,
+    UrlGuardMiddleware,
 )
 from ipacs.api.openapi import install_openapi
 from ipacs.auth import endpoints as auth_endpoints
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         exempt_suffixes=("/dicom",),
         exempt_prefixes=("/dicomweb/",),  # STOW-RS enforces the DICOM upload limits itself
     )
+    app.add_middleware(UrlGuardMiddleware, max_query_bytes=settings.max_query_bytes)
     app.add_middleware(SessionCookieMiddleware, settings=settings)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestLogMiddleware)

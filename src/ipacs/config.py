@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     argon2_parallelism: int = 4
 
     max_request_bytes: int = 10 * 1024 * 1024
+    # Longest query string (the part of the URL after "?") a request may have; longer is 414.
+    max_query_bytes: int = 16 * 1024
     max_upload_bytes: int = 4 * 1024 * 1024 * 1024
     max_instance_bytes: int = 2 * 1024 * 1024 * 1024
     # Run the C-STORE receiver inside the app process (off when `serve`

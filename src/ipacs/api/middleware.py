@@ -1,13 +1,15 @@
-"""ASGI middleware: the session cookie, security headers and body-size limit."""
+"""ASGI middleware: the session cookie, security headers, body-size limit and URL guard."""
 
 from __future__ import annotations
+
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ipacs.config import Settings
-from ipacs.errors import PayloadTooLarge, error_response
+from ipacs.errors import InvalidRequest, IpacsError, NotFound, PayloadTooLarge, error_response
 
 SESSION_COOKIE = "ipacs_session"
 
@@ -127,3 +129,43 @@ class BodySizeLimitMiddleware:
             return msg
 
         await self.app(scope, limited_receive, send)
+
+
+class UriTooLong(IpacsError):
+    status = 414
+    code = "invalid_request"
+
+
+class UrlGuardMiddleware:
+    """Refuses, before routing, URLs no client of this API sends: a query string over
+    `max_query_bytes` (414), a NUL character in a query parameter (400 naming it) or in the
+    path (404: nothing has such a name). PostgreSQL cannot even compare text with a NUL, and
+    SQLite would; both databases now see neither."""
+
+    def __init__(self, app: ASGIApp, max_query_bytes: int) -> None:
+        self.app = app
+        self.max_query_bytes = max_query_bytes
+
+    def _refusal(self, path: str, query: bytes) -> IpacsError | None:
+        if len(query) > self.max_query_bytes:
+            return UriTooLong(f"The query string exceeds {self.max_query_bytes} bytes")
+        if "\x00" in path:
+            return NotFound("No such resource")
+        if b"%00" in query or b"\x00" in query:
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            fields = [key for key, value in pairs if "\x00" in key + value] or ["query"]
+            return InvalidRequest(
+                f"Invalid request: {', '.join(fields)}",
+                [{"field": field, "message": "NUL characters (%00) are not allowed"} for field in fields],
+            )
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = self._refusal(scope.get("path", ""), scope.get("query_string", b""))
+        if error is not None:
+            await error_response(error)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

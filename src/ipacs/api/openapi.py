@@ -4,7 +4,8 @@ FastAPI describes a `422` that this API never sends (validation errors are
 `400` with the `invalidRequest` body, see errors.py) and knows nothing of the
 answers that come from outside an endpoint: authentication (`401`, and `429`
 while failed logins are throttled), the CSRF check on cookie-authenticated
-writes (`403`), the body size limit (`413`) and the catch-all `500`. This
+writes (`403`), the body and query string limits (`413`, `414`) and the
+catch-all `500`. This
 module writes them into the document, so that a client generator, a reader
 and the schemathesis run in tests/security all see every status the server
 can answer, each with the `invalidRequest` body.
@@ -26,6 +27,7 @@ _DESCRIPTIONS = {
     "401": "No valid credentials or session",
     "403": "Not allowed (or a cookie-authenticated write from a foreign Origin)",
     "413": "Request body over the size limit",
+    "414": "Query string over the size limit",
     "429": "Too many failed logins for this user or address; retry after `Retry-After` seconds",
     "500": "Internal error; the message carries an error id that is in the server's log",
 }
@@ -73,15 +75,16 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
         # Errors declared by endpoints get the header and description the server really sends.
         if status in _HEADERS and "content" in response:
             response.setdefault("headers", _HEADERS[status])
+    wanted = ["414", "500"]
     if path in PUBLIC_PATHS:
         operation["security"] = []
-        return
-    wanted = ["401", "429", "500"]
+    else:
+        wanted += ["401", "429"]
     if operation.get("parameters") or operation.get("requestBody"):
         wanted.append("400")
     if operation.get("requestBody"):
         wanted.append("413")
-    if method in UNSAFE_METHODS:
+    if method in UNSAFE_METHODS and path not in PUBLIC_PATHS:
         wanted.append("403")
     for status in wanted:
         responses.setdefault(status, _error_response(status))
