@@ -47,7 +47,7 @@ def create_definition(
     return PostDatapointResponse(id=datapoint.id, uuid=datapoint.uuid)
 
 
-@router.get("/{datapoint_id}", response_model=DatapointOut)
+@router.get("/{datapoint_id:int}", response_model=DatapointOut)
 def read_definition(
     project_id: int, datapoint_id: int, response: Response, caller: CurrentUser, db: SessionDep
 ) -> DatapointOut:
@@ -57,7 +57,7 @@ def read_definition(
     return DatapointOut.model_validate(datapoint)
 
 
-@router.put("/{datapoint_id}", response_model=DatapointOut, responses=error_responses(409, 412))
+@router.put("/{datapoint_id:int}", response_model=DatapointOut, responses=error_responses(409, 412))
 def update_definition(
     project_id: int,
     datapoint_id: int,
@@ -73,7 +73,7 @@ def update_definition(
     return DatapointOut.model_validate(datapoint)
 
 
-@router.delete("/{datapoint_id}", response_model=SuccessResponse, responses=error_responses(409, 412))
+@router.delete("/{datapoint_id:int}", response_model=SuccessResponse, responses=error_responses(409, 412))
 def delete_definition(
     project_id: int,
     datapoint_id: int,
