@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ipacs import clock
+from ipacs.auth.caller import Caller
 from ipacs.models import User, UserSession
 
 # last_seen_at is written at most this often, so reads stay reads.
@@ -36,33 +38,50 @@ def create_session(session: Session, user_id: int, max_per_user: int) -> str:
     return token
 
 
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    id: int
+    last_seen_at: datetime
+    caller: Caller
+
+
+# Checked on every cookie request: plain columns, no ORM objects to build.
+_SESSION_COLUMNS = select(
+    UserSession.id,
+    UserSession.created_at,
+    UserSession.last_seen_at,
+    User.id,
+    User.username,
+    User.full_name,
+    User.is_admin,
+    User.is_active,
+    User.password_changed_at,
+).join(User, User.id == UserSession.user_id)
+
+
 def find_session(
     session: Session, token: str, idle_timeout: int, absolute_lifetime: int
-) -> tuple[UserSession, User] | None:
+) -> LiveSession | None:
     """The live session for a token and its active user, or None."""
-    row = session.execute(
-        select(UserSession, User)
-        .join(User, User.id == UserSession.user_id)
-        .where(UserSession.token_hash == hash_token(token))
-    ).first()
+    row = session.execute(_SESSION_COLUMNS.where(UserSession.token_hash == hash_token(token))).first()
     if row is None:
         return None
-    user_session, user = row
+    session_id, created_at, last_seen_at, user_id, username, full_name, is_admin, is_active, changed_at = row
     now = clock.now()
     if (
-        not user.is_active
-        or now - user_session.last_seen_at >= timedelta(seconds=idle_timeout)
-        or now - user_session.created_at >= timedelta(seconds=absolute_lifetime)
-        or user_session.created_at < user.password_changed_at
+        not is_active
+        or now - last_seen_at >= timedelta(seconds=idle_timeout)
+        or now - created_at >= timedelta(seconds=absolute_lifetime)
+        or created_at < changed_at
     ):
         return None
-    return user_session, user
+    return LiveSession(session_id, last_seen_at, Caller(user_id, username, full_name, is_admin))
 
 
-def touch_session(session: Session, user_session: UserSession) -> None:
+def touch_session(session: Session, live: LiveSession) -> None:
     now = clock.now()
-    if now - user_session.last_seen_at >= TOUCH_INTERVAL:
-        session.execute(update(UserSession).where(UserSession.id == user_session.id).values(last_seen_at=now))
+    if now - live.last_seen_at >= TOUCH_INTERVAL:
+        session.execute(update(UserSession).where(UserSession.id == live.id).values(last_seen_at=now))
 
 
 def end_session(session: Session, token: str) -> None:
