@@ -18,6 +18,11 @@ WRITE_OPTION = "ipacs_write"
 
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 30000, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        # Kept for the request threads (up to 40) and the receiver's associations: a connection
+        # made past the pool is closed on return, and its PRAGMAs run again on the next one.
+        if ":memory:" not in url and url != "sqlite://" and "poolclass" not in kwargs:
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 40)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
@@ -25,8 +30,9 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 30000, **kwargs: Any)
         )
         _tune_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
 
