@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -77,10 +78,12 @@ def _date(ds: Any, keyword: str) -> date | None:
     return parsed
 
 
-def read_header(path: Path) -> DicomHeader:
-    """Parse a Part 10 file's header; InvalidDicom names what is wrong."""
+def read_header(source: Path | bytes) -> DicomHeader:
+    """Parse a Part 10 file's header (a path, or the file's bytes); InvalidDicom names what is wrong."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(
+            io.BytesIO(source) if isinstance(source, bytes) else source, stop_before_pixels=True
+        )
     except InvalidDicomError as exc:
         raise InvalidDicom("not a DICOM Part 10 file (no DICM preamble)") from exc
     except Exception as exc:  # untrusted bytes make pydicom raise anything

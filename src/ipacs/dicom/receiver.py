@@ -143,8 +143,7 @@ class Receiver:
         if state is None or state.project_id is None:
             return _failure(dimse.REFUSED_NOT_AUTHORIZED, "this AE title does not accept storage")
         try:
-            staged = self.storage.stage_bytes(event.encoded_dataset())
-            self.ingestor.ingest(state.project_id, staged, state.batch)
+            self.ingestor.ingest_bytes(state.project_id, event.encoded_dataset(), state.batch)
         except Exception as exc:  # every failure must become a DIMSE status
             status = dimse.status_for(exc)
             if status is None:
