@@ -9,8 +9,10 @@ from ipacs.errors import PreconditionFailed
 
 
 class Versioned(Protocol):
-    uuid: UUID
-    version: int
+    @property
+    def uuid(self) -> UUID: ...
+    @property
+    def version(self) -> int: ...
 
 
 def etag_of(entity: Versioned) -> str:

@@ -80,6 +80,23 @@ def require_role(session: Session, caller: Caller, project_id: int, needed: Role
     return project
 
 
+def require_readable(session: Session, caller: Caller, project_id: int) -> None:
+    """404 unless the project exists and the caller may read it: `require_role(..., VIEWER)` as one
+    query and no ORM object, for read paths that need nothing of the project itself."""
+    if caller.is_admin:
+        found = session.scalar(select(Project.id).where(Project.id == project_id))
+    else:
+        # A membership on the project or an ancestor: the project exists (foreign keys).
+        found = session.scalar(
+            select(Membership.role)
+            .join(ProjectClosure, ProjectClosure.ancestor_id == Membership.project_id)
+            .where(ProjectClosure.descendant_id == project_id, Membership.user_id == caller.id)
+            .limit(1)
+        )
+    if found is None:
+        raise NotFound(f"No project {project_id}")
+
+
 def check_role(session: Session, caller: Caller, project: Project, needed: Role, what: str) -> None:
     """403 unless the caller holds `needed` on a project it is known to read."""
     role = effective_role(session, caller, project.id)

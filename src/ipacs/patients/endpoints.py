@@ -87,7 +87,7 @@ def read_patient(
     project_id: int, patient_pk: int, response: Response, caller: CurrentUser, db: SessionDep
 ) -> PatientOut:
     """A patient of this project (or a subproject) by id."""
-    patient = service.find_patient(db, caller, project_id, patient_pk)
+    patient = service.read_patient(db, caller, project_id, patient_pk)
     response.headers["ETag"] = etag_of(patient)
     return PatientOut.model_validate(patient)
 

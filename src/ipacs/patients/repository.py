@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from ipacs.db.like import LIKE_ESCAPE, contains_pattern
 from ipacs.db.paging import Page, PageParams, fetch_page
-from ipacs.models import DatapointValue, DatapointValueVersion, Patient, ProjectClosure
+from ipacs.models import DatapointValue, DatapointValueVersion, Patient, ProjectClosure, User
 
 PatientSort = Literal["id", "patient_id", "-patient_id", "created_at", "-created_at"]
 
@@ -25,6 +27,74 @@ def get_by_uuid(session: Session, patient_uuid: UUID) -> Patient | None:
     return session.scalars(
         select(Patient).options(joinedload(Patient.creator)).where(Patient.uuid == patient_uuid)
     ).first()
+
+
+@dataclass(frozen=True, slots=True)
+class CreatorView:
+    id: int
+    username: str
+    full_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientView:
+    """A patient as read for a response: plain columns, no ORM object (GET is the hot path)."""
+
+    id: int
+    uuid: UUID
+    project_id: int
+    patient_id: str
+    patient_name: str | None
+    birth_date: date | None
+    sex: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    creator: CreatorView | None
+
+
+CREATOR_COLUMNS = (
+    User.id.label("creator_id"),
+    User.username.label("creator_username"),
+    User.full_name.label("creator_full_name"),
+)
+
+
+def creator_view(columns: dict[str, Any]) -> CreatorView | None:
+    """The creator from a row's CREATOR_COLUMNS (taken out of `columns`)."""
+    pk, username, full_name = (columns.pop(c.key) for c in CREATOR_COLUMNS)
+    return CreatorView(pk, username, full_name) if pk is not None else None
+
+
+def in_subtree(project_id: int) -> Select[int]:
+    return select(ProjectClosure.descendant_id).where(ProjectClosure.ancestor_id == project_id)
+
+
+_PATIENT_VIEW = select(
+    Patient.id,
+    Patient.uuid,
+    Patient.project_id,
+    Patient.patient_id,
+    Patient.patient_name,
+    Patient.birth_date,
+    Patient.sex,
+    Patient.created_at,
+    Patient.updated_at,
+    Patient.version,
+    *CREATOR_COLUMNS,
+).outerjoin(User, User.id == Patient.creator_id)
+
+
+def view_within(session: Session, patient_pk: int, project_id: int) -> PatientView | None:
+    """The patient if it lives in the project's subtree."""
+    row = session.execute(
+        _PATIENT_VIEW.where(Patient.id == patient_pk, Patient.project_id.in_(in_subtree(project_id)))
+    ).first()
+    if row is None:
+        return None
+    columns = dict(row._mapping)
+    creator = creator_view(columns)
+    return PatientView(**columns, creator=creator)
 
 
 def find_in_project(session: Session, project_id: int, patient_id: str) -> Patient | None:

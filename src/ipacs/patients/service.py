@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ipacs.audit import service as audit
 from ipacs.auth.caller import Caller
-from ipacs.authz.access import check_role, effective_role, require_role
+from ipacs.authz.access import check_role, effective_role, require_readable, require_role
 from ipacs.authz.roles import Role
 from ipacs.datapoints import repository as datapoint_repository
 from ipacs.db.paging import Page, PageParams
@@ -39,6 +39,17 @@ def find_patient(
     if patient is None or not is_within(session, patient.project_id, project_id):
         raise NotFound(f"No patient {patient_pk} in project {project_id}")
     _check_write(session, caller, patient, needed)
+    return patient
+
+
+def read_patient(
+    session: Session, caller: Caller, project_id: int, patient_pk: int
+) -> repository.PatientView:
+    """`find_patient` for reading: the same 404s, two indexed queries, no ORM objects."""
+    require_readable(session, caller, project_id)
+    patient = repository.view_within(session, patient_pk, project_id)
+    if patient is None:
+        raise NotFound(f"No patient {patient_pk} in project {project_id}")
     return patient
 
 

@@ -56,7 +56,7 @@ def read_study(
     project_id: int, patient_pk: int, study_pk: int, response: Response, caller: CurrentUser, db: SessionDep
 ) -> StudyOut:
     """One study of the patient."""
-    study = service.find_study(db, caller, project_id, patient_pk, study_pk)
+    study = service.read_study(db, caller, project_id, patient_pk, study_pk)
     response.headers["ETag"] = etag_of(study)
     return StudyOut.model_validate(study)
 

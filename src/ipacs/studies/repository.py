@@ -3,19 +3,84 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from uuid import UUID
 
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from ipacs.db.paging import Page, PageParams, fetch_page
 from ipacs.dicom.removal import StoredFile
-from ipacs.models import Instance, ProjectClosure, Series, Study
+from ipacs.models import Instance, ProjectClosure, Series, Study, User
+from ipacs.patients.repository import CREATOR_COLUMNS, CreatorView, creator_view, in_subtree
 
 
 def get(session: Session, study_pk: int) -> Study | None:
     return session.scalars(
         select(Study).options(joinedload(Study.creator)).where(Study.id == study_pk)
     ).first()
+
+
+@dataclass(frozen=True, slots=True)
+class StudyView:
+    """A study as read for a response: plain columns, no ORM object (GET is the hot path)."""
+
+    id: int
+    uuid: UUID
+    study_instance_uid: str
+    patient_id: int
+    project_id: int
+    accession_number: str | None
+    study_date: date | None
+    study_time: str | None
+    description: str | None
+    modalities: str
+    visit: str | None
+    status: str | None
+    series_count: int
+    instance_count: int
+    size_bytes: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    creator: CreatorView | None
+
+
+_STUDY_VIEW = select(
+    Study.id,
+    Study.uuid,
+    Study.study_instance_uid,
+    Study.patient_id,
+    Study.project_id,
+    Study.accession_number,
+    Study.study_date,
+    Study.study_time,
+    Study.description,
+    Study.modalities,
+    Study.visit,
+    Study.status,
+    Study.series_count,
+    Study.instance_count,
+    Study.size_bytes,
+    Study.created_at,
+    Study.updated_at,
+    Study.version,
+    *CREATOR_COLUMNS,
+).outerjoin(User, User.id == Study.creator_id)
+
+
+def view_within(session: Session, study_pk: int, patient_pk: int, project_id: int) -> StudyView | None:
+    """The patient's study if it lives in the project's subtree."""
+    row = session.execute(
+        _STUDY_VIEW.where(
+            Study.id == study_pk, Study.patient_id == patient_pk, Study.project_id.in_(in_subtree(project_id))
+        )
+    ).first()
+    if row is None:
+        return None
+    columns = dict(row._mapping)
+    creator = creator_view(columns)
+    return StudyView(**columns, creator=creator)
 
 
 def get_by_uid(session: Session, study_instance_uid: str) -> Study | None:
