@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ipacs.errors import InvalidQuery
-from ipacs.query import MAX_DEPTH, MAX_IN_ITEMS, MAX_QUERY_LENGTH, parse
+from ipacs.query import MAX_CONDITIONS, MAX_DEPTH, MAX_IN_ITEMS, MAX_QUERY_LENGTH, parse
 from ipacs.query.ast import And, Comparison, Contains, Field, InList, IsNull, Literal, Node, Not, Or
 from ipacs.query.lexer import Kind, tokenize
 
@@ -213,11 +213,19 @@ def test_nesting_beyond_the_cap_is_an_error(text: str, position: int) -> None:
 
 
 def test_long_chains_do_not_recurse() -> None:
-    text = " OR ".join(f"a = {i}" for i in range(800))
+    text = " OR ".join(f"a = {i}" for i in range(MAX_CONDITIONS))
     assert len(text) < MAX_QUERY_LENGTH
     tree = parse(text)
     assert isinstance(tree, Or)
-    assert len(tree.operands) == 800
+    assert len(tree.operands) == MAX_CONDITIONS
+
+
+def test_condition_count_cap() -> None:
+    text = " OR ".join(f"a = {i}" for i in range(MAX_CONDITIONS + 1))
+    with pytest.raises(InvalidQuery) as caught:
+        parse(text)
+    assert caught.value.position == text.rindex("a =")
+    assert f"at most {MAX_CONDITIONS} conditions" in caught.value.details[0]["message"]
 
 
 def test_query_length_cap() -> None:

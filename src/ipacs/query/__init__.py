@@ -12,7 +12,7 @@ from __future__ import annotations
 from ipacs.query.ast import Node
 from ipacs.query.compiler import Target, compile_query
 from ipacs.query.errors import QueryError
-from ipacs.query.parser import MAX_DEPTH, MAX_IN_ITEMS, MAX_QUERY_LENGTH, parse_query
+from ipacs.query.parser import MAX_CONDITIONS, MAX_DEPTH, MAX_IN_ITEMS, MAX_QUERY_LENGTH, parse_query
 from ipacs.query.schema import ATTRIBUTES, DatapointDefinition, QuerySchema
 
 
@@ -26,6 +26,7 @@ def parse(text: str) -> Node:
 
 __all__ = [
     "ATTRIBUTES",
+    "MAX_CONDITIONS",
     "MAX_DEPTH",
     "MAX_IN_ITEMS",
     "MAX_QUERY_LENGTH",
