@@ -27,7 +27,7 @@ typecheck: $(BIN)/.installed
 check: lint typecheck test
 
 fuzz: $(BIN)/.installed  ## a long schemathesis run (CI runs a bounded one)
-	IPACS_FUZZ_EXAMPLES=$${IPACS_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest tests/test_fuzz.py
+	IPACS_FUZZ_EXAMPLES=$${IPACS_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -s tests/security/test_fuzz.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench all
