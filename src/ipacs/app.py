@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,
+        idle_timeout=settings.body_idle_timeout,
         exempt_suffixes=("/dicom",),
         exempt_prefixes=("/dicomweb/",),  # STOW-RS enforces the DICOM upload limits itself
     )

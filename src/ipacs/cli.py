@@ -141,7 +141,13 @@ def serve(
         workers=settings.workers if settings.workers > 1 else None,
         proxy_headers=False,
         server_header=False,
-        timeout_keep_alive=5,
+        # Slow clients (docs/security.md): h11 caps the request line and headers and
+        # answers 400 past the cap; an idle keep-alive connection is closed after a few
+        # seconds; a JSON body that stalls is 408 (api/middleware.py).
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=30,
         log_config=log_config(settings.log_format, settings.log_level),
         access_log=False,
     )

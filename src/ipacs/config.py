@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = 10 * 1024 * 1024
     # Longest query string (the part of the URL after "?") a request may have; longer is 414.
     max_query_bytes: int = 16 * 1024
+    # Slow clients: seconds a JSON body may go without data (408), seconds an idle
+    # keep-alive connection stays open, bytes of request line and headers (h11).
+    body_idle_timeout: float = 60.0
+    keep_alive_timeout: int = 5
+    max_header_bytes: int = 64 * 1024
     max_upload_bytes: int = 4 * 1024 * 1024 * 1024
     max_instance_bytes: int = 2 * 1024 * 1024 * 1024
     # Run the C-STORE receiver inside the app process (off when `serve`

@@ -11,14 +11,17 @@ permission.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
+from ipacs.app import create_app
 from ipacs.db.engine import Database
 from ipacs.query import MAX_CONDITIONS, MAX_DEPTH, MAX_IN_ITEMS, MAX_QUERY_LENGTH
 from ipacs.schemas import MAX_BODY_DEPTH
@@ -87,6 +90,47 @@ def message_of(body: dict[str, Any]) -> str:
 def test_body_over_the_limit_is_413(client: TestClient, world: World) -> None:
     r = send(client, "POST", f"/projects/{world.target}/patients", raw=b" " * (BODY_LIMIT + 1))
     assert refused(r, 413)["error"] == "payload_too_large"
+
+
+def test_a_stalled_body_is_408_not_a_hang(hostile_app: FastAPI, world: World) -> None:
+    """A client that sends part of a JSON body and then nothing holds no worker for long."""
+    settings = hostile_app.state.settings.model_copy(update={"body_idle_timeout": 0.2})
+    app = create_app(settings, database=hostile_app.state.database)
+    sent: list[dict[str, Any]] = []
+    chunks = [{"type": "http.request", "body": b'{"patient_id": "SL', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return chunks.pop(0)
+        await anyio.sleep(30)  # the rest never comes
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = f"{API}/projects/{world.target}/patients"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")]
+        + [(k.lower().encode(), v.encode()) for k, v in basic("user").items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    started = time.monotonic()
+    anyio.run(app, scope, receive, send)
+    assert time.monotonic() - started < 10
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 408
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert b"stalled" in body and b'"success":false' in body
 
 
 def test_query_string_over_the_limit_is_414(client: TestClient, world: World) -> None:

@@ -120,7 +120,7 @@ def build_world(client: TestClient, db: Session, settings: Settings) -> World:
     db.commit()
 
     root = basic("admin")
-    study_uid, series_uid, sop_uid = generate_uid(), generate_uid(), generate_uid()
+    study_uid, series_uid, sop_uid = str(generate_uid()), str(generate_uid()), str(generate_uid())
     dicom = to_bytes(
         make_dataset(patient_id="P-1", study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
     )

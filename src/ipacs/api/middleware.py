@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+import anyio
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,7 +82,9 @@ class SecurityHeadersMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses bodies over the limit with 413, by Content-Length or while streaming.
+    """Refuses bodies over the limit with 413, by Content-Length or while streaming,
+    and bodies that stall (no data for `idle_timeout` seconds) with 408, so that a
+    slow client cannot hold a worker by trickling a JSON body.
 
     Paths ending in one of `exempt_suffixes` (DICOM uploads) or starting with
     one of `exempt_prefixes` (DICOMweb, whose STOW-RS path ends in `/studies`
@@ -94,9 +97,11 @@ class BodySizeLimitMiddleware:
         max_bytes: int,
         exempt_suffixes: tuple[str, ...] = (),
         exempt_prefixes: tuple[str, ...] = (),
+        idle_timeout: float = 60.0,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout = idle_timeout
         self.exempt = exempt_suffixes
         self.exempt_prefixes = exempt_prefixes
 
@@ -116,11 +121,20 @@ class BodySizeLimitMiddleware:
             await error_response(PayloadTooLarge(message))(scope, receive, send)
             return
         received = 0
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            msg = await receive()
+            nonlocal received, complete
+            if complete:  # after the body, receive() waits for a disconnect: no deadline
+                return await receive()
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    msg = await receive()
+            except TimeoutError:
+                stalled = f"The request body stalled: no data for {self.idle_timeout:g} seconds"
+                raise HTTPException(status_code=408, detail=stalled) from None
             if msg["type"] == "http.request":
+                complete = not msg.get("more_body", False)
                 received += len(msg.get("body", b""))
                 if received > self.max_bytes:
                     # An HTTPException passes through FastAPI's body parsing

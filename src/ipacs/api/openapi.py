@@ -26,6 +26,7 @@ _DESCRIPTIONS = {
     "400": "Invalid request: a parameter or the body failed validation (`details` names each field)",
     "401": "No valid credentials or session",
     "403": "Not allowed (or a cookie-authenticated write from a foreign Origin)",
+    "408": "The request body stalled (no data for the configured idle timeout)",
     "413": "Request body over the size limit",
     "414": "Query string over the size limit",
     "429": "Too many failed logins for this user or address; retry after `Retry-After` seconds",
@@ -83,7 +84,7 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
     if operation.get("parameters") or operation.get("requestBody"):
         wanted.append("400")
     if operation.get("requestBody"):
-        wanted.append("413")
+        wanted += ["408", "413"]
     if method in UNSAFE_METHODS and path not in PUBLIC_PATHS:
         wanted.append("403")
     for status in wanted:
