@@ -49,7 +49,10 @@ def test_the_dicom_page_runs_verbatim(tmp_path: Path) -> None:
                 text=True,
                 timeout=120,
             )
-            assert done.returncode == 0, f"{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            assert done.returncode == 0, (
+                f"{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}\n"
+                f"--- server\n{''.join(server.output[-30:])}"
+            )
             outputs.append(done.stdout)
     text = "\n".join(outputs)
     # What the page says the uploads answer.
