@@ -50,6 +50,8 @@ def get_caller(request: Request) -> Caller:
             raise Unauthorized("Only HTTP Basic authentication is supported")
         username, password = _parse_basic(value)
         result = authenticator.from_basic(username, password, client_address(request), cookie)
+        # Browsers re-send Basic credentials they were once given, cross-site too.
+        _refuse_cross_site(request)
         if result.new_session_token:
             request.state.new_session_token = result.new_session_token
         request.state.caller = result.caller
@@ -64,11 +66,13 @@ def get_caller(request: Request) -> Caller:
 
 
 def _refuse_cross_site(request: Request) -> None:
-    """CSRF: a browser sends the cookie on cross-site requests too, but also their Origin.
+    """CSRF: a browser sends the cookie (and Basic credentials it cached) on cross-site
+    requests too, but also their Origin.
 
-    An unsafe request authenticated by cookie alone must come from this
-    server's own origin or one listed in IPACS_ALLOWED_ORIGINS. Scripts that
-    send no Origin header (curl, Python) are not affected.
+    An unsafe request, authenticated by cookie or by Basic, that carries an
+    Origin must come from this server's own origin or one listed in
+    IPACS_ALLOWED_ORIGINS. Scripts that send no Origin header (curl, Python)
+    are not affected.
     """
     if request.method in SAFE_METHODS:
         return
