@@ -19,14 +19,29 @@ Semantics (docs/query-language.md states them for users):
   study conditions joined by AND / OR at one level of the query (without a
   NOT between them) are tested together on the same study; NOT applies to the
   patient ("NOT study.modalities = 'CT'": the patient has no CT study).
+
+Planning: a datapoint or study test that every result must pass (a conjunct)
+is a *membership*, `subject IN (subquery)`. `CompiledQuery` lists them so
+that the caller, who can count (cheaply, capped) how many rows each subquery
+yields, picks how the statement runs: driven by its smallest membership, the
+others probed per row (`where(driver=i)`), or every membership probed while
+walking the subjects in id order (`where(driver=None)`, for a page of a broad
+query). Neither database can choose well by itself: their statistics on
+num_value / text_value mix every datapoint's values, so PostgreSQL misjudges a
+range on one datapoint by orders of magnitude (and SQLite has no range
+statistics at all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, false, func, literal, not_, or_, select
+from sqlalchemy import Boolean, ColumnElement, Select, and_, false, func, literal, not_, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ipacs.datapoints.values import sortable_column
 from ipacs.models import DatapointValue, Patient, Study
@@ -38,6 +53,10 @@ from ipacs.query.schema import MODALITIES, AttributeField, DatapointField, Query
 
 Target = Literal["patients", "studies"]
 Combine = Callable[..., ColumnElement[bool]]
+# How a compiled statement runs its memberships: "all" as IN (each database
+# plans them), the index of the one that drives (the others probed), or None
+# (all probed).
+Driver = int | None | Literal["all"]
 
 # The escape character of LIKE patterns; any character works if escaped itself.
 LIKE_ESCAPE = "/"
@@ -45,10 +64,71 @@ LIKE_ESCAPE = "/"
 
 def compile_query(text: str, schema: QuerySchema, target: Target) -> ColumnElement[bool]:
     """The WHERE expression for `text`; raises InvalidQuery with the position of the fault."""
-    try:
-        return _Compiler(schema, target).node(parse_query(text), conjunct=True)
-    except QueryError as err:
-        raise err.for_query(text) from None
+    return CompiledQuery(text, schema, target).where()
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A test every result passes: `subject IN (rows)` (rows: one column of patient ids)."""
+
+    subject: Any
+    rows: Select[Any]
+
+
+class CompiledQuery:
+    """A checked query, with its memberships, that compiles to a WHERE expression per driver."""
+
+    def __init__(self, text: str, schema: QuerySchema, target: Target) -> None:
+        self.schema = schema
+        self.target: Target = target
+        try:
+            self.tree = parse_query(text)
+            compiler = _Compiler(schema, target, "all")
+            self._all_in = compiler.node(self.tree, conjunct=True)
+        except QueryError as err:
+            raise err.for_query(text) from None
+        self.memberships = tuple(compiler.memberships)
+
+    def where(self, driver: Driver = "all") -> ColumnElement[bool]:
+        """The expression with the memberships run as `driver` says (see the module docstring)."""
+        if driver == "all":
+            return self._all_in
+        return _Compiler(self.schema, self.target, driver).node(self.tree, conjunct=True)
+
+
+class FewIn(ColumnElement[bool]):
+    """`subject IN (rows)` for a subquery known to yield few rows (counted beforehand).
+
+    PostgreSQL gets `subject = ANY(ARRAY(rows))`: the subquery runs once, as an
+    init plan, and the subjects are then fetched by index. Written as IN, it
+    would be planned from PostgreSQL's estimate of the subquery, which for a
+    range of one datapoint's values can be a thousand times too high, and
+    then runs as a walk of every patient in id order or a hash of all of them.
+    Other databases get the IN (SQLite drives a lookup by id from it).
+    """
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # a test, not a boolean value to compare with 1
+    _traverse_internals = [
+        ("subject", InternalTraversal.dp_clauseelement),
+        ("rows", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, subject: Any, rows: Select[Any]) -> None:
+        self.subject = subject
+        self.rows = rows
+
+
+@compiles(FewIn)
+def _few_in(element: FewIn, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.subject.in_(element.rows), **kw)
+
+
+@compiles(FewIn, "postgresql")
+def _few_in_postgresql(element: FewIn, compiler: SQLCompiler, **kw: Any) -> str:
+    subject = compiler.process(element.subject, **kw)
+    return f"{subject} = ANY(ARRAY{compiler.process(element.rows.scalar_subquery(), **kw)})"
 
 
 class _Compiler:
@@ -62,10 +142,12 @@ class _Compiler:
     whereas an IN there may become a scan of the subquery's result per row.
     """
 
-    def __init__(self, schema: QuerySchema, target: Target) -> None:
+    def __init__(self, schema: QuerySchema, target: Target, driver: Driver) -> None:
         self.schema = schema
         self.target = target
+        self.driver = driver
         self.subject = Patient.id if target == "patients" else Study.patient_id
+        self.memberships: list[Membership] = []
 
     def node(self, node: Node, *, conjunct: bool = False, in_study: bool = False) -> ColumnElement[bool]:
         match node:
@@ -136,11 +218,12 @@ class _Compiler:
                 return self.per_study(self.schema.lookup(node.field.name))
 
     def has_study(self, test: ColumnElement[bool], *, conjunct: bool) -> ColumnElement[bool]:
-        if conjunct:
-            return Patient.id.in_(select(Study.patient_id).where(test))
         # correlate_except: the inner Study is always its own, even if the
         # caller's query also reads studies.
-        return select(Study.id).where(Study.patient_id == Patient.id, test).correlate_except(Study).exists()
+        probe = select(Study.id).where(Study.patient_id == Patient.id, test).correlate_except(Study)
+        if conjunct:
+            return self.membership(Patient.id, select(Study.patient_id).where(test), probe)
+        return self.exists(probe)
 
     def has_value(
         self, ids: tuple[int, ...], test: ColumnElement[bool] | None, *, conjunct: bool
@@ -151,9 +234,25 @@ class _Compiler:
         values = select(value.patient_id).where(which)
         if test is not None:
             values = values.where(test)
+        probe = values.where(value.patient_id == self.subject).correlate_except(value)
         if conjunct:
-            return self.subject.in_(values)
-        return values.where(value.patient_id == self.subject).correlate_except(value).exists()
+            return self.membership(self.subject, values, probe)
+        return self.exists(probe)
+
+    def membership(self, subject: Any, rows: Select[Any], probe: Select[Any]) -> ColumnElement[bool]:
+        """A conjunct test, written as the driver asks: IN, the driving IN, or a probe."""
+        index = len(self.memberships)
+        self.memberships.append(Membership(subject, rows))
+        if self.driver == "all":
+            return subject.in_(rows)  # type: ignore[no-any-return]
+        if self.driver == index:
+            return FewIn(subject, rows)
+        return self.exists(probe)
+
+    def exists(self, probe: Select[Any]) -> ColumnElement[bool]:
+        """EXISTS (probe). In a planned statement, OFFSET 0 keeps PostgreSQL from turning it
+        into a join planned from its misjudged estimates: it stays an index probe per row."""
+        return (probe if self.driver == "all" else probe.offset(0)).exists()
 
     def condition(self, node: Condition, field: SchemaField, *, conjunct: bool) -> ColumnElement[bool]:
         match field, node:

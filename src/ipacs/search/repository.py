@@ -1,10 +1,11 @@
-"""Search queries: one SQL statement per page, scoped to a project subtree and to what
-the caller may read."""
+"""Search queries: one SQL statement per page (and one for its total), scoped to a project
+subtree and to what the caller may read, and shaped by a capped count of what each test yields."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Row, Select, func, select
@@ -13,8 +14,11 @@ from sqlalchemy.orm import Session
 from ipacs.auth.caller import Caller
 from ipacs.authz.access import readable_project_ids
 from ipacs.models import Datapoint, DatapointValue, Patient, ProjectClosure, Study
+from ipacs.query.compiler import CompiledQuery, Driver, FewIn
 
 Target = Literal["patients", "studies"]
+# A membership yielding fewer rows than this may drive a search (see plan_statements).
+DRIVER_CAP = 10_000
 
 
 def lineage_datapoints(session: Session, project_id: int) -> list[Datapoint]:
@@ -34,28 +38,77 @@ def _scope(caller: Caller, project_id: int, column: Any) -> list[ColumnElement[b
     return conditions
 
 
-def matching(
-    caller: Caller, project_id: int, target: Target, where: ColumnElement[bool] | None
-) -> Select[Any]:
+def id_column(target: Target) -> Any:
+    return Patient.id if target == "patients" else Study.id
+
+
+def _base(caller: Caller, project_id: int, target: Target) -> Select[Any]:
     if target == "patients":
-        stmt: Select[Any] = select(Patient).where(*_scope(caller, project_id, Patient.project_id))
-        id_column: Any = Patient.id
-    else:
-        stmt = select(Study).join(Patient, Patient.id == Study.patient_id)
-        stmt = stmt.where(*_scope(caller, project_id, Study.project_id))
-        id_column = Study.id
-    if where is not None:
-        stmt = stmt.where(where)
-    return stmt.order_by(id_column)
+        return select(Patient).where(*_scope(caller, project_id, Patient.project_id))
+    stmt = select(Study).join(Patient, Patient.id == Study.patient_id)
+    return stmt.where(*_scope(caller, project_id, Study.project_id))
+
+
+@dataclass(frozen=True)
+class Statements:
+    """How one search runs: `page` for a page in id order, `full` to count or export every match."""
+
+    page: Select[Any]
+    full: Select[Any]
+
+
+def plan_statements(
+    session: Session, caller: Caller, project_id: int, target: Target, compiled: CompiledQuery | None
+) -> Statements:
+    """The statements of a search, shaped by how many rows each of its memberships yields.
+
+    One statement first counts, capped at DRIVER_CAP, the rows of each
+    membership of the query (a datapoint or study test every match passes) and
+    the subjects in scope; it reads at most DRIVER_CAP index entries of each.
+    Then:
+    - the smallest, if under the cap, drives: its rows are looked up by id and
+      every other test is probed per row. Work follows the driver's size, not
+      the database's.
+    - if none is under the cap the query is broad: a page walks the subjects in
+      id order, probing each test, and stops once the page is full (page 1,000
+      costs what page 1 does); the count and the export run every membership as
+      IN, as each database plans it.
+    """
+    base = _base(caller, project_id, target)
+    in_scope = base.with_only_columns(id_column(target))
+    memberships = compiled.memberships if compiled else ()
+    *sizes, scope_size = _capped_counts(session, [*(m.rows for m in memberships), in_scope])
+    smallest = min(range(len(sizes)), key=sizes.__getitem__, default=None)
+
+    def where(driver: Driver) -> Select[Any]:
+        stmt = base if compiled is None else base.where(compiled.where(driver))
+        return stmt.order_by(id_column(target))
+
+    if smallest is not None and sizes[smallest] < DRIVER_CAP and sizes[smallest] <= scope_size:
+        driven = where(smallest)
+        return Statements(driven, driven)
+    if scope_size < DRIVER_CAP:
+        scoped = where(None).where(FewIn(id_column(target), in_scope))
+        return Statements(scoped, scoped)
+    return Statements(where(None), where("all"))
+
+
+def _capped_counts(session: Session, subqueries: list[Select[Any]]) -> list[int]:
+    """How many rows each subquery yields, up to DRIVER_CAP, in one statement."""
+    counts = [
+        select(func.count()).select_from(sub.limit(DRIVER_CAP).subquery()).scalar_subquery()
+        for sub in subqueries
+    ]
+    return list(session.execute(select(*counts)).one())
 
 
 def page(
-    session: Session, stmt: Select[Any], target: Target, limit: int, after: int | None
+    session: Session, statements: Statements, target: Target, limit: int, after: int | None
 ) -> tuple[list[Any], int, int | None]:
-    id_column: Any = Patient.id if target == "patients" else Study.id
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    if after is not None:
-        stmt = stmt.where(id_column > after)
+    column = id_column(target)
+    counted = statements.full.with_only_columns(column).order_by(None).subquery()
+    total = session.scalar(select(func.count()).select_from(counted)) or 0
+    stmt = statements.page if after is None else statements.page.where(column > after)
     rows = list(session.scalars(stmt.limit(limit + 1)))
     items = rows[:limit]
     next_after = items[-1].id if len(rows) > limit else None

@@ -7,11 +7,11 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from ipacs.auth.caller import Caller
@@ -24,7 +24,8 @@ from ipacs.db.like import LIKE_ESCAPE, contains_pattern
 from ipacs.db.paging import Page, PageParams, fetch_page
 from ipacs.errors import InvalidRequest, NotFound
 from ipacs.models import Datapoint, DatapointValue, Patient, ProjectClosure, Study
-from ipacs.query import QuerySchema, compile_query
+from ipacs.query import QuerySchema
+from ipacs.query.compiler import CompiledQuery
 from ipacs.search import repository
 from ipacs.search.repository import Target
 from ipacs.search.schemas import Operator, PatientResult, SearchResponse, StringQuery, StudyResult
@@ -72,7 +73,7 @@ CSV_BATCH_SIZE = 2000
 class SearchPlan:
     """A checked, scoped query: what both the JSON page and the CSV export run."""
 
-    statement: Select[Any]
+    statements: repository.Statements
     target: Target
     datapoints: list[Datapoint]
 
@@ -80,8 +81,9 @@ class SearchPlan:
 def plan(session: Session, caller: Caller, project_id: int, query: str, target: Target) -> SearchPlan:
     require_role(session, caller, project_id, Role.VIEWER)
     datapoints = repository.lineage_datapoints(session, project_id)
-    where = compile_query(query, QuerySchema(datapoints), target) if query.strip() else None
-    return SearchPlan(repository.matching(caller, project_id, target, where), target, datapoints)
+    compiled = CompiledQuery(query, QuerySchema(datapoints), target) if query.strip() else None
+    statements = repository.plan_statements(session, caller, project_id, target, compiled)
+    return SearchPlan(statements, target, datapoints)
 
 
 def _values_by_name(datapoints: list[Datapoint], values: dict[int, Any]) -> dict[str, Any]:
@@ -91,8 +93,9 @@ def _values_by_name(datapoints: list[Datapoint], values: dict[int, Any]) -> dict
 def search(session: Session, caller: Caller, project_id: int, body: StringQuery) -> SearchResponse:
     found = plan(session, caller, project_id, body.query, body.target)
     creator = Patient.creator if body.target == "patients" else Study.creator
-    stmt = found.statement.options(joinedload(creator))
-    items, total, next_after = repository.page(session, stmt, body.target, body.limit, body.after)
+    statements = found.statements
+    statements = replace(statements, page=statements.page.options(joinedload(creator)))
+    items, total, next_after = repository.page(session, statements, body.target, body.limit, body.after)
     values: dict[int, dict[int, Any]] = {}
     if body.include_values:
         patient_ids = [i.id if body.target == "patients" else i.patient_id for i in items]
@@ -149,7 +152,7 @@ def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(csv_header(found))
     yield buffer.getvalue().encode()
-    statement = found.statement.with_only_columns(*(column for _, column in columns))
+    statement = found.statements.full.with_only_columns(*(column for _, column in columns))
     with database.session() as session:
         if not database.is_sqlite:
             # One snapshot for the query and every batch's values.
