@@ -62,10 +62,10 @@ def plan_statements(
 ) -> Statements:
     """The statements of a search, shaped by how many rows each of its memberships yields.
 
-    One statement first counts, capped at DRIVER_CAP, the rows of each
-    membership of the query (a datapoint or study test every match passes) and
-    the subjects in scope; it reads at most DRIVER_CAP index entries of each.
-    Then:
+    First the rows of each membership of the query (a datapoint or study test
+    every match passes) are counted, and the subjects in scope, each count
+    capped at the smallest so far (at most DRIVER_CAP): index entries only, at
+    most DRIVER_CAP of them per count. Then:
     - the smallest, if under the cap, drives: its rows are looked up by id and
       every other test is probed per row. Work follows the driver's size, not
       the database's.
@@ -77,29 +77,30 @@ def plan_statements(
     base = _base(caller, project_id, target)
     in_scope = base.with_only_columns(id_column(target))
     memberships = compiled.memberships if compiled else ()
-    *sizes, scope_size = _capped_counts(session, [*(m.rows for m in memberships), in_scope])
-    smallest = min(range(len(sizes)), key=sizes.__getitem__, default=None)
+    driver = _smallest(session, [*(m.rows for m in memberships), in_scope])
 
     def where(driver: Driver) -> Select[Any]:
         stmt = base if compiled is None else base.where(compiled.where(driver))
         return stmt.order_by(id_column(target))
 
-    if smallest is not None and sizes[smallest] < DRIVER_CAP and sizes[smallest] <= scope_size:
-        driven = where(smallest)
+    if driver is None:
+        return Statements(where(None), where("all"))
+    if driver < len(memberships):
+        driven = where(driver)
         return Statements(driven, driven)
-    if scope_size < DRIVER_CAP:
-        scoped = where(None).where(FewIn(id_column(target), in_scope))
-        return Statements(scoped, scoped)
-    return Statements(where(None), where("all"))
+    scoped = where(None).where(FewIn(id_column(target), in_scope))
+    return Statements(scoped, scoped)
 
 
-def _capped_counts(session: Session, subqueries: list[Select[Any]]) -> list[int]:
-    """How many rows each subquery yields, up to DRIVER_CAP, in one statement."""
-    counts = [
-        select(func.count()).select_from(sub.limit(DRIVER_CAP).subquery()).scalar_subquery()
-        for sub in subqueries
-    ]
-    return list(session.execute(select(*counts)).one())
+def _smallest(session: Session, subqueries: list[Select[Any]]) -> int | None:
+    """The index of the subquery yielding the fewest rows, if fewer than DRIVER_CAP
+    (the first of equals); each is counted only up to the smallest count so far."""
+    smallest, best = None, DRIVER_CAP
+    for index, sub in enumerate(subqueries):
+        count = session.scalar(select(func.count()).select_from(sub.limit(best).subquery())) or 0
+        if count < best:
+            smallest, best = index, count
+    return smallest
 
 
 def page(
