@@ -28,7 +28,6 @@ from ipacs.dicom import checksum_endpoints as dicom_checksum_endpoints
 from ipacs.dicom import endpoints as dicom_endpoints
 from ipacs.dicom.dicomweb import endpoints as dicomweb_endpoints
 from ipacs.dicom.ingest import Ingestor
-from ipacs.dicom.receiver import Receiver
 from ipacs.dicom.storage import FileStore
 from ipacs.errors import install_error_handlers
 from ipacs.patients import endpoints as patient_endpoints
@@ -57,6 +56,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         receiver = None
         if settings.dicom_port and settings.dicom_in_app:
+            # Imported here: HTTP workers of `serve --workers N` leave the DICOM port to the
+            # supervisor and need not carry pynetdicom (~7 MB of each process's memory).
+            from ipacs.dicom.receiver import Receiver
+
             receiver = Receiver(database, storage, settings.dicom_ae_title)
             receiver.start(settings.host, settings.dicom_port)
         try:
