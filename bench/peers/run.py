@@ -204,13 +204,13 @@ def _ordered(servers: list[Server], turn: int) -> list[Server]:
     return servers[shift:] + servers[:shift]
 
 
-def start_servers(options: Options, label: str) -> list[Server]:
+def start_servers(options: Options, label: str, with_pg: bool = True) -> list[Server]:
     servers: list[Server] = [
         IpacsServer(options.workdir / f"{label}-ipacs-sqlite", CREDENTIALS, options.workers)
     ]
     if options.orthanc:
         servers.append(OrthancServer(options.workdir / f"{label}-orthanc", CREDENTIALS))
-    if options.pg_url:
+    if options.pg_url and with_pg:
         servers.append(
             IpacsServer(options.workdir / f"{label}-ipacs-pg", CREDENTIALS, options.workers, options.pg_url)
         )
@@ -320,20 +320,33 @@ def run_round(index: int, dataset: SyntheticDataset, options: Options, results: 
     log(f"round {index + 1}/{options.rounds}")
     servers = start_servers(options, f"round{index}")
     try:
-        turn = ingest_all(servers, dataset, results, "1x", index, options.workdir)
+        turn = ingest_all(servers, dataset, results, "rounds", index, options.workdir)
         read_all(servers, dataset, options, results, turn)
     finally:
         stop_servers(servers)
 
 
 def run_growth(dataset: SyntheticDataset, options: Options, results: Results) -> None:
-    log(f"growth: ingest of {dataset.spec.total} instances ({options.growth}x)")
-    servers = start_servers(options, "growth")
+    """C-STORE (4 associations) of `growth` times the dataset, a 1x part at a time: the peak RSS
+    after the first part and after the last shows whether memory grows with what is stored."""
+    log(f"growth: C-STORE of {dataset.spec.total} instances ({options.growth}x)")
+    servers = start_servers(options, "growth", with_pg=False)
     try:
-        scratch = Results()
-        ingest_all(servers, dataset, scratch, f"{options.growth}x", 0, options.workdir)
-        for name, figures in scratch.rss.items():
-            results.rss.setdefault(name, {}).update(figures)
+        for server in servers:
+            server.reset_peak_rss()
+        for index, part in enumerate(dataset.slices(options.growth)):
+            for server in _ordered(servers, index):
+                rate = workloads.storescu(server, part, 4)
+                log(f"  {server.name:20} part {index + 1}: {rate.per_second:9.1f} instances/s")
+            if index == 0:
+                for server in servers:
+                    results.add_rss(server.name, "1x", server.peak_rss_mb())
+        for server in servers:
+            stored = stored_count(server, dataset)
+            if stored != dataset.spec.total:
+                raise RuntimeError(f"{server.name} holds {stored} instances, not {dataset.spec.total}")
+            results.add_rss(server.name, f"{options.growth}x", server.peak_rss_mb())
+            log(f"  {server.name:20} peak RSS {server.peak_rss_mb():.0f} MB after {options.growth}x")
     finally:
         stop_servers(servers)
 
@@ -434,22 +447,24 @@ def render(results: Results, options: Options, versions: dict[str, str], command
             + " | ".join(f"{_ratio(v)} ({_met(v, bound)})" for v in values)
             + f" | ≥ {bound} |"
         )
-    keys = sorted({k for figures in results.rss.values() for k in figures}, key=lambda k: int(k[:-1]))
+    keys = [k for k in ("rounds", "1x", f"{options.growth}x") if any(k in f for f in results.rss.values())]
+    titles = {
+        "rounds": f"the rounds' four ingest workloads ({spec.total:,} instances)",
+        "1x": f"C-STORE x4, first {spec.total:,} instances",
+        f"{options.growth}x": f"C-STORE x4, all {spec.total * options.growth:,} ({options.growth}x)",
+    }
     if keys:
         lines += [
             "",
-            "Peak RSS of each server during ingest (VmHWM, summed over iPACS's processes; target "
-            "≤ 300 MB and flat as the dataset grows):",
+            "Peak RSS of each server during ingest (VmHWM reset when ingest starts, summed over "
+            "iPACS's processes; target ≤ 300 MB and flat as the dataset grows):",
             "",
-            "| server | "
-            + " | ".join(f"{k} dataset ({spec.total * int(k[:-1]):,} instances)" for k in keys)
-            + " |",
+            "| server | " + " | ".join(titles[k] for k in keys) + " |",
             "|---|" + "---|" * len(keys),
         ]
         for name, figures in results.rss.items():
-            lines.append(
-                f"| {name} | " + " | ".join(f"{_number(_median(figures.get(k, [])))} MB" for k in keys) + " |"
-            )
+            cells = [f"{_number(_median(figures.get(k, [])))} MB" if figures.get(k) else "—" for k in keys]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     tools = sorted(set(results.tools.values()))
     lines += [
         "",
@@ -498,6 +513,7 @@ def _options(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="datasets and servers (default: a temp dir)"
     )
+    parser.add_argument("--section", default="peers", help="the docs/performance.md section to replace")
     parser.add_argument(
         "--output",
         type=Path,
@@ -555,7 +571,7 @@ def main(argv: list[str]) -> None:
         else:
             from bench.report import write_section
 
-            write_section("peers", body)
+            write_section(args.section, body)
         print(body)
     finally:
         if args.workdir is None:

@@ -55,6 +55,6 @@ def test_the_peers_harness_produces_its_table(tmp_path: Path) -> None:
     for label in ("HTTP upload, 1 client (curl)", "GET patient, Basic", "Study zip download"):
         ours = rows[label].split(" | ")[2]
         assert ours not in ("—", "0.0"), rows[label]
-    assert "| iPACS (SQLite) |" in table  # the peak-memory table, 1x and 2x
-    assert "2x dataset (16 instances)" in table
+    assert "| iPACS (SQLite) |" in table  # the peak-memory table: rounds, 1x and 2x
+    assert "C-STORE x4, all 16 (2x)" in table
     assert "wrk -t2 -c4 -d1s" in table  # the exact client commands
