@@ -22,7 +22,8 @@ that a birth date lies in the past or that `offset` and `after` exclude each
 other; those answer 400 by design (and are tested in their domains).
 
 CI runs a bounded, reproducible form: IPACS_FUZZ_EXAMPLES examples per
-operation (default 10), a fixed seed, derandomized. `make fuzz` runs 500.
+operation (default 10), a fixed seed (IPACS_FUZZ_SEED to explore others),
+derandomized. `make fuzz` runs 500.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from tests.factories import DEFAULT_PASSWORD
 from tests.security.world import World, build_world, module_app, security_settings
 
 EXAMPLES = int(os.environ.get("IPACS_FUZZ_EXAMPLES", "10"))
-SEED = 20261204
+SEED = int(os.environ.get("IPACS_FUZZ_SEED", "20261204"))
 FUZZ_USER = "user"
 # Checks that hold for every response. `positive_data_acceptance` is left out (see above).
 CHECKS = {
