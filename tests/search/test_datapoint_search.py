@@ -11,6 +11,7 @@ from httpx import Response
 from sqlalchemy.orm import Session
 
 from ipacs.config import Settings
+from ipacs.search import repository
 from tests.patients.world import MISSING, call, error, ok
 from tests.search.world import INJECTION_ID, SearchWorld, make_search_world
 
@@ -243,7 +244,11 @@ def test_scope_and_permissions(client: TestClient, world: SearchWorld) -> None:
     assert _who(world, r) == ["other/T1", "other/O2"]
 
 
-def test_paging_with_total_and_next_link(client: TestClient, world: SearchWorld) -> None:
+@pytest.mark.parametrize("cap", [10**6, 0])
+def test_paging_with_total_and_next_link(
+    client: TestClient, world: SearchWorld, monkeypatch: pytest.MonkeyPatch, cap: int
+) -> None:
+    monkeypatch.setattr(repository, "DRIVER_CAP", cap)
     everyone = ["trial/T1", "trial/T2", "site_a/A1", "site_a/A2", "site_b/B1", B2]
     seen: list[str] = []
     params: dict[str, Any] = {"limit": 4}

@@ -4,15 +4,16 @@ subtree and to what the caller may read, and shaped by a capped count of what ea
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Row, Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ipacs.auth.caller import Caller
 from ipacs.authz.access import readable_project_ids
+from ipacs.db.paging import Page, PageParams
 from ipacs.models import Datapoint, DatapointValue, Patient, ProjectClosure, Study
 from ipacs.query.compiler import CompiledQuery, Driver, FewIn
 
@@ -114,6 +115,76 @@ def page(
     items = rows[:limit]
     next_after = items[-1].id if len(rows) > limit else None
     return items, total, next_after
+
+
+@dataclass(frozen=True)
+class ValueTest:
+    """A test on a value's sortable column ("num" or "text"), given the column to test."""
+
+    column: Literal["num", "text"]
+    on: Callable[[Any], ColumnElement[bool]]
+
+    def indexed(self) -> ColumnElement[bool]:
+        return self.on(DatapointValue.num_value if self.column == "num" else DatapointValue.text_value)
+
+    def unindexed(self) -> ColumnElement[bool]:
+        """The same test on an expression of the column, which no index applies to."""
+        if self.column == "num":
+            return self.on(DatapointValue.num_value + 0)
+        return self.on(DatapointValue.text_value.concat(""))
+
+
+def plan_value_search(
+    session: Session,
+    caller: Caller,
+    project_id: int,
+    datapoint_ids: list[int],
+    test: ValueTest,
+) -> Statements:
+    """The statements of a datapoint value search, planned like a query's (plan_statements):
+    a match set under DRIVER_CAP is looked up by value id; a broader one is walked in id
+    order for a page (the test written on expressions no value index applies to, or
+    SQLite would skip-scan an index and sort every match: the walk stops once the page
+    is full) and counted through the value indexes.
+
+    The scope is an EXISTS on the value's patient: a probe per value (a join would let
+    SQLite build a Bloom filter over every patient first, or start from the patients).
+    """
+    in_scope = select(Patient.id).where(
+        Patient.id == DatapointValue.patient_id, *_scope(caller, project_id, Patient.project_id)
+    )
+    base = select(DatapointValue.id).where(in_scope.exists())
+    indexed = [DatapointValue.datapoint_id.in_(datapoint_ids), test.indexed()]
+    if _smallest(session, [select(DatapointValue.id).where(*indexed)]) == 0:
+        driven = base.where(FewIn(DatapointValue.id, select(DatapointValue.id).where(*indexed)))
+        return Statements(driven, driven)
+    walk = base.where((DatapointValue.datapoint_id + 0).in_(datapoint_ids), test.unindexed())
+    return Statements(walk, base.where(*indexed))
+
+
+def value_page(session: Session, statements: Statements, params: PageParams) -> Page[DatapointValue]:
+    """One page of values in id order (keyset `after` or `offset`), with the total.
+
+    The page's ids are found first, by the planned statement alone; the values
+    and their authors are then read for those ids only.
+    """
+    total = session.scalar(select(func.count()).select_from(statements.full.subquery())) or 0
+    ids = statements.page
+    if params.after is not None:
+        ids = ids.where(DatapointValue.id > params.after)
+    ids = ids.order_by(DatapointValue.id).limit(params.limit + 1).offset(params.offset)
+    stmt = (
+        select(DatapointValue)
+        .options(joinedload(DatapointValue.creator), joinedload(DatapointValue.updated_by))
+        .where(DatapointValue.id.in_(ids))
+        .order_by(DatapointValue.id)
+    )
+    rows = list(session.scalars(stmt))
+    items = rows[: params.limit]
+    more = len(rows) > params.limit
+    next_after = items[-1].id if more and params.offset is None else None
+    next_offset = (params.offset or 0) + params.limit if more and params.offset is not None else None
+    return Page(items=items, total=total, next_after=next_after, next_offset=next_offset)
 
 
 def stream_rows(session: Session, stmt: Select[Any], size: int) -> Iterator[Sequence[Row[Any]]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import and_
 from sqlalchemy.orm import Session, joinedload
 
 from ipacs.auth.caller import Caller
@@ -20,12 +20,13 @@ from ipacs.authz.roles import Role
 from ipacs.datapoints import values as typing_
 from ipacs.datapoints.value_service import shown
 from ipacs.db.engine import Database
-from ipacs.db.like import LIKE_ESCAPE, contains_pattern
-from ipacs.db.paging import Page, PageParams, fetch_page
+from ipacs.db.paging import Page, PageParams
 from ipacs.errors import InvalidRequest, NotFound
-from ipacs.models import Datapoint, DatapointValue, Patient, ProjectClosure, Study
+from ipacs.models import Datapoint, DatapointValue, Patient, Study
 from ipacs.query import QuerySchema
-from ipacs.query.compiler import CompiledQuery
+from ipacs.query.ast import Operator as QueryOperator
+from ipacs.query.compiler import CompiledQuery, contains
+from ipacs.query.compiler import compare as compare_values
 from ipacs.search import repository
 from ipacs.search.repository import Target
 from ipacs.search.schemas import Operator, PatientResult, SearchResponse, StringQuery, StudyResult
@@ -65,6 +66,8 @@ STUDY_COLUMNS: tuple[tuple[str, Any], ...] = (
 )
 # A number in a query string: 18, -3, 70.5, 1e3 (not nan, inf or 0x10).
 NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+# The datapoint search's operators as the query language writes them.
+COMPARISONS: dict[str, QueryOperator] = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 # Rows fetched (and written) at a time by a CSV export.
 CSV_BATCH_SIZE = 2000
 
@@ -190,33 +193,25 @@ def search_values(
         raise InvalidRequest(message, details=[{"field": "name", "message": message}])
     choices = list(dict.fromkeys(c for d in datapoints for c in d.choices or ()))
     condition = _value_condition(types[0], op, raw, choices or None)
-    subtree = select(ProjectClosure.descendant_id).where(ProjectClosure.ancestor_id == project_id)
-    stmt = (
-        select(DatapointValue)
-        .options(joinedload(DatapointValue.creator), joinedload(DatapointValue.updated_by))
-        .join(Patient, Patient.id == DatapointValue.patient_id)
-        .where(
-            DatapointValue.datapoint_id.in_([d.id for d in datapoints]),
-            Patient.project_id.in_(subtree),
-            condition,
-        )
+    statements = repository.plan_value_search(
+        session, caller, project_id, [d.id for d in datapoints], condition
     )
-    result = fetch_page(session, stmt, DatapointValue.id, params)
+    result = repository.value_page(session, statements, params)
     patients = repository.patients_by_id(session, [v.patient_id for v in result.items])
     return result, patients, {d.id: d for d in datapoints}
 
 
-def _value_condition(dp_type: str, op: Operator, raw: str, choices: list[str] | None) -> ColumnElement[bool]:
-    column: Any = (
-        DatapointValue.num_value if typing_.sortable_column(dp_type) == "num" else DatapointValue.text_value
-    )
+def _value_condition(dp_type: str, op: Operator, raw: str, choices: list[str] | None) -> repository.ValueTest:
+    """`value op raw` as a test on the value's sortable column (checked here, so that a
+    wrong operator or value is a 400 before anything runs)."""
+    kind = typing_.sortable_column(dp_type)
     if op == "contains":
         if dp_type not in ("string", "choice"):
             raise InvalidRequest(
                 "contains works on string and choice datapoints",
                 details=[{"field": "op", "message": f"not for a {dp_type} datapoint"}],
             )
-        return and_(column.is_not(None), func.lower(column).like(contains_pattern(raw), escape=LIKE_ESCAPE))
+        return repository.ValueTest(kind, lambda column: and_(column.is_not(None), contains(column, raw)))
     if op in ("lt", "le", "gt", "ge") and dp_type not in typing_.ORDERED_TYPES:
         raise InvalidRequest(
             f"{op} needs an ordered datapoint (integer, decimal, date, datetime)",
@@ -224,15 +219,8 @@ def _value_condition(dp_type: str, op: Operator, raw: str, choices: list[str] | 
         )
     num, text = typing_.sortable_form(dp_type, _parse_param(dp_type, raw, choices))
     key = num if num is not None else text
-    conditions: dict[str, ColumnElement[bool]] = {
-        "eq": column == key,
-        "ne": column != key,
-        "lt": column < key,
-        "le": column <= key,
-        "gt": column > key,
-        "ge": column >= key,
-    }
-    return conditions[op]
+    compare = COMPARISONS[op]
+    return repository.ValueTest(kind, lambda column: compare_values(column, compare, key))
 
 
 def _parse_param(dp_type: str, raw: str, choices: list[str] | None) -> Any:
