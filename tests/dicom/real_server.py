@@ -105,7 +105,7 @@ class RealServer:
 
     def associate(self, called: str, contexts: list[Any]) -> Association:
         ae = AE(ae_title="TESTSCU")
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
         ae.add_requested_context(Verification)
         for context in contexts:
             ae.add_requested_context(*context)

@@ -43,7 +43,8 @@ def port(world: World, database: Database, settings: Settings) -> Iterator[int]:
 
 def associate(port: int, called: str) -> Association:
     ae = AE(ae_title="TESTSCU")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    # Generous: a loaded CI machine can take seconds per commit.
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     ae.add_requested_context(Verification)
     ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     return ae.associate("127.0.0.1", port, ae_title=called)
