@@ -30,7 +30,7 @@ from ipacs.authz.roles import Role
 from ipacs.datapoints import repository as definitions
 from ipacs.datapoints import values as typing_
 from ipacs.datapoints.import_schemas import ImportRequest, ImportRow, ImportSummaryOut
-from ipacs.datapoints.value_service import write_value
+from ipacs.datapoints.value_service import is_unchanged, write_value
 from ipacs.errors import InvalidRequest
 from ipacs.models import Datapoint, DatapointValue, Patient, Project, ProjectClosure
 from ipacs.patients.schemas import PATIENT_ID_PATTERN, PatientEmpty
@@ -174,10 +174,6 @@ def check_rows(session: Session, caller: Caller, project_id: int, body: ImportRe
     return check
 
 
-def _unchanged(existing: DatapointValue | None, typed: Any) -> bool:
-    return existing is not None and existing.value == typed and type(existing.value) is type(typed)
-
-
 def import_values(session: Session, caller: Caller, project_id: int, body: ImportRequest) -> ImportSummaryOut:
     """Validate the whole request, then (unless dry_run) write it; all or nothing."""
     check = check_rows(session, caller, project_id, body)
@@ -203,7 +199,7 @@ def import_values(session: Session, caller: Caller, project_id: int, body: Impor
                 )
         for cell in row.cells:
             before = existing.get((patient.id, cell.datapoint.id)) if patient is not None else None
-            if _unchanged(before, cell.typed):
+            if is_unchanged(cell.datapoint.type, before, cell.typed):
                 summary.values_unchanged += 1
                 continue
             if before is None:

@@ -36,6 +36,11 @@ def shown(dp_type: str, stored: Any) -> Any:
     return stored
 
 
+def is_unchanged(dp_type: str, existing: DatapointValue | None, canonical: Any) -> bool:
+    """Would writing `canonical` leave the value as it is? (3 and 3.0 are one decimal.)"""
+    return existing is not None and shown(dp_type, existing.value) == shown(dp_type, canonical)
+
+
 def present(datapoint: Datapoint, patient_pk: int, value: DatapointValue | None) -> DatapointValueOut:
     """A value as the API shows it; a missing value is shown with `value: null`."""
     if value is None:
@@ -141,8 +146,8 @@ def write_value(
             after={"patient_id": patient.patient_id, "datapoint": datapoint.name, "value": typed.value},
         )
         return value
-    if shown(datapoint.type, existing.value) == shown(datapoint.type, typed.value):
-        return existing  # nothing changed: no new version (3 and 3.0 are one decimal)
+    if is_unchanged(datapoint.type, existing, typed.value):
+        return existing  # nothing changed: no new version
     session.add(
         DatapointValueVersion(
             value_id=existing.id,
