@@ -81,19 +81,38 @@ def build(database: Database, size: int, settings: Settings) -> tuple[int, Calle
         project = session.scalars(select(Project).where(Project.name == "Demo trial")).first()
         count = session.scalar(select(func.count()).select_from(Patient)) or 0
     if project is not None and count == size:
+        analyze(database, only_if_missing=True)
         return project.id, caller
     if project is not None:
         raise SystemExit(f"{database.url} holds {count} patients, not {size}: remove it to rebuild")
     started = time.perf_counter()
     result = load_demo(database, caller, patients=size, batch_size=10000)
     print(f"  loaded {size} patients in {time.perf_counter() - started:.0f} s", flush=True)
-    if database.is_sqlite:
-        with database.engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE")
-    else:
-        with database.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    analyze(database, only_if_missing=False)
     return result.project_id, caller
+
+
+def analyze(database: Database, *, only_if_missing: bool) -> None:
+    """Planner statistics, as a server would have them (SQLite keeps none until ANALYZE)."""
+    if database.is_sqlite:
+        with database.engine.begin() as conn:
+            if only_if_missing and conn.scalar(
+                text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")
+            ):
+                return
+            conn.exec_driver_sql("ANALYZE")
+        return
+    with database.engine.connect() as conn:
+        if only_if_missing:
+            stale = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NULL AND "
+                    "last_autoanalyze IS NULL AND relname IN ('patients', 'datapoint_values', 'studies')"
+                )
+            )
+            if not stale:
+                return
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
 
 
 def timed(client: TestClient, url: str, runs: int, **kwargs: Any) -> tuple[list[float], Any]:
@@ -113,18 +132,47 @@ def deep_after(database: Database, caller: Caller, project_id: int, query: str, 
     """The `after` id that starts page `page` of 100 (found once, outside the timing)."""
     with database.session() as session:
         plan = search_service.plan(session, caller, project_id, query, "patients")
-        ids = plan.statement.with_only_columns(Patient.id).offset((page - 1) * 100 - 1).limit(1)
+        ids = plan.statements.full.with_only_columns(Patient.id).offset((page - 1) * 100 - 1).limit(1)
         return int(session.scalar(ids) or 0)
 
 
-def explain(database: Database, caller: Caller, project_id: int, query: str) -> str:
+# (label, query, target, statement): the plans shown in the doc.
+PLANS = [
+    ("selective numeric range, page", QUERIES[0][1], "patients", "page"),
+    ("selective AND of three, page", QUERIES[1][1], "patients", "page"),
+    ("study condition, page", QUERIES[3][1], "patients", "page"),
+    ("broad, page (a walk in id order)", "age >= 18", "patients", "page"),
+    ("broad, total", "age >= 18", "patients", "count"),
+]
+
+
+def explain(database: Database, caller: Caller, project_id: int, query: str, target: str, which: str) -> str:
+    """The plan the database runs, with actual row counts on PostgreSQL."""
     with database.session() as session:
-        plan = search_service.plan(session, caller, project_id, query, "patients")
-        stmt = plan.statement.limit(101)
+        plan = search_service.plan(session, caller, project_id, query, target)  # type: ignore[arg-type]
+        if which == "page":
+            stmt = plan.statements.page.limit(101)
+        else:
+            ids = plan.statements.full.with_only_columns(Patient.id).order_by(None).subquery()
+            stmt = select(func.count()).select_from(ids)
         compiled = stmt.compile(dialect=database.engine.dialect, compile_kwargs={"literal_binds": True})
-        prefix = "EXPLAIN QUERY PLAN " if database.is_sqlite else "EXPLAIN "
+        if database.is_sqlite:
+            # SQLAlchemy writes an OFFSET without LIMIT as "LIMIT ? OFFSET", even with literal binds.
+            sql = str(compiled).replace("LIMIT ? OFFSET", "LIMIT -1 OFFSET")
+            rows = session.execute(text("EXPLAIN QUERY PLAN " + sql)).all()
+            return "\n".join(f"{'  ' * _depth(rows, r)}{r[-1]}" for r in rows)
+        prefix = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
         rows = session.execute(text(prefix + str(compiled))).all()
-    return "\n".join(str(r[-1]) for r in rows)
+    return "\n".join(str(r[0]) for r in rows)
+
+
+def _depth(rows: list[Any], row: Any) -> int:
+    """Nesting depth of an EXPLAIN QUERY PLAN row (id, parent, notused, detail)."""
+    parents = {r[0]: r[1] for r in rows}
+    depth, parent = 0, row[1]
+    while parent:
+        depth, parent = depth + 1, parents.get(parent, 0)
+    return depth
 
 
 def csv_export(url: str, project_id: int) -> dict[str, float]:
@@ -179,7 +227,10 @@ def run(kind: str, size: int, pg_url: str | None, runs: int) -> dict[str, Any]:
         )
         figures["datapoint_search"] = (p50(dp), percentile(dp, 0.95), response.headers["x-total-count"])
     figures["csv"] = csv_export(database.url, project_id)
-    figures["plan"] = explain(database, caller, project_id, QUERIES[0][1])
+    figures["plans"] = {
+        label: explain(database, caller, project_id, query, target, which)
+        for label, query, target, which in PLANS
+    }
     database.dispose()
     return figures
 
@@ -207,13 +258,13 @@ def render(results: dict[tuple[str, int], dict[str, Any]], command: str) -> str:
             f"- CSV export `{CSV_QUERY}`: {csv['rows']:,} rows in {csv['seconds']:.1f} s = "
             f"{csv['rows'] / csv['seconds']:,.0f} rows/s, peak RSS {csv['peak_rss_mb']:.0f} MB.",
             "",
-            f"Plan of `{QUERIES[0][1]}`:",
-            "",
-            "```",
-            fig["plan"],
-            "```",
-            "",
         ]
+    for (kind, size), fig in results.items():
+        if size != max(s for k, s in results if k == kind):
+            continue
+        lines += [f"#### Plans on {kind}, {size:,} patients", ""]
+        for label, query, _, _ in PLANS:
+            lines += [f"{label}: `{query}`", "", "```", fig["plans"][label], "```", ""]
     kinds = sorted({k for k, _ in results})
     for kind in kinds:
         sizes = sorted(s for k, s in results if k == kind)

@@ -6,15 +6,20 @@ import csv
 import io
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from ipacs.auth.caller import Caller
 from ipacs.config import Settings
+from ipacs.datapoints import values as typing_
+from ipacs.datapoints.value_service import shown
 from ipacs.db.engine import Database
 from ipacs.models import User
 from ipacs.search import repository, service
@@ -218,3 +223,32 @@ def test_stream_csv_is_a_lazy_generator(
     rest = list(chunks)
     assert spy.batches == 3 and len(rest) == 2  # 6 matches, 2 at a time
     assert b"".join([header, first, *rest]).decode() == _export(client, world.trial, "age >= 0")
+
+
+# --- value text from the sortable forms -----------------------------------------
+
+RAW_VALUES = {
+    "integer": st.integers(-(2**53), 2**53),
+    "decimal": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)),
+    "boolean": st.booleans(),
+    "date": st.dates().map(lambda d: d.isoformat()),
+    # From year 1000: sortable_form writes years before it without their leading zero
+    # (strftime's %Y), a fault of the stored form itself, reported separately.
+    "datetime": st.datetimes(
+        min_value=datetime(1000, 1, 1), timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])
+    ).map(lambda m: m.isoformat()),
+    "string": st.text(max_size=50),
+    "choice": st.sampled_from(["A", "b c", "é"]),
+}
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(data=st.data())
+def test_export_text_from_sortable_forms_is_the_canonical_text(data: st.DataObject) -> None:
+    # The export writes values from (num_value, text_value), not from their JSON form:
+    # the two must give the same text for every type.
+    dp_type = data.draw(st.sampled_from(sorted(RAW_VALUES)))
+    raw = data.draw(RAW_VALUES[dp_type])
+    value = typing_.canonical(dp_type, raw)
+    num, text = typing_.sortable_form(dp_type, value)
+    assert service.TEXT_FORMS[dp_type](num, text) == typing_.text_form(dp_type, shown(dp_type, value))

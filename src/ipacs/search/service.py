@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from ipacs.authz.access import require_role
 from ipacs.authz.roles import Role
 from ipacs.datapoints import values as typing_
 from ipacs.datapoints.value_service import shown
+from ipacs.db.base import UTCDateTime
 from ipacs.db.engine import Database
 from ipacs.db.paging import Page, PageParams
 from ipacs.errors import InvalidRequest, NotFound
@@ -117,15 +118,46 @@ def search(session: Session, caller: Caller, project_id: int, body: StringQuery)
     return SearchResponse(results=results, total=total, next_after=next_after)
 
 
-def _cell(value: Any) -> str:
-    """A built-in attribute as CSV text: ISO dates, UTC datetimes with Z."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return typing_.format_datetime(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _date_text(value: date | None) -> str:
+    return "" if value is None else value.isoformat()
+
+
+def _moment_text(value: datetime | None) -> str:
+    # UTCDateTime columns read back in UTC.
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _cell_formats(columns: tuple[tuple[str, Any], ...]) -> list[Callable[[Any], str]]:
+    """How each built-in column is written as CSV text: ISO dates, UTC datetimes with Z."""
+    formats: list[Callable[[Any], str]] = []
+    for _, column in columns:
+        if isinstance(column.type, UTCDateTime):
+            formats.append(_moment_text)
+        else:
+            formats.append(_date_text if column.type.python_type is date else _text)
+    return formats
+
+
+def _datetime_text(text: str) -> str:
+    """The canonical form of a stored datetime: its sortable form drops a zero fraction."""
+    return text[:-8] + "Z" if text.endswith(".000000Z") else text
+
+
+# A value's canonical text (as typing_.text_form writes its JSON form), from its
+# sortable forms (num_value, text_value): an export reads those, with no JSON to decode.
+TEXT_FORMS: dict[str, Callable[[float, str], str]] = {
+    "integer": lambda num, _: str(int(num)),
+    "decimal": lambda num, _: str(float(num)),
+    "boolean": lambda num, _: "true" if num else "false",
+    "datetime": lambda _, text: _datetime_text(text),
+    "date": lambda _, text: text,
+    "string": lambda _, text: text,
+    "choice": lambda _, text: text,
+}
 
 
 def _builtin_columns(target: Target) -> tuple[tuple[str, Any], ...]:
@@ -148,8 +180,9 @@ def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
     columns = _builtin_columns(found.target)
     names = list(dict.fromkeys(d.name for d in found.datapoints))
     slot = {name: i for i, name in enumerate(names)}
-    # datapoint id -> (column index, type)
-    column_of = {d.id: (slot[d.name], d.type) for d in found.datapoints}
+    # datapoint id -> (column index, its text form from (num_value, text_value))
+    column_of = {d.id: (slot[d.name], TEXT_FORMS[d.type]) for d in found.datapoints}
+    formats = _cell_formats(columns)
     patient_at = 0 if found.target == "patients" else 3  # the position of the patient's id
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -163,13 +196,15 @@ def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
         for batch in repository.stream_rows(session, statement, CSV_BATCH_SIZE):
             buffer.seek(0)
             buffer.truncate()
-            values = repository.values_by_patient(session, (row[patient_at] for row in batch), column_of)
-            for row in batch:
-                cells = ["" for _ in names]
-                for datapoint_id, value in values.get(row[patient_at], {}).items():
-                    index, dp_type = column_of[datapoint_id]
-                    cells[index] = typing_.text_form(dp_type, shown(dp_type, value))
-                writer.writerow([*map(_cell, row), *cells])
+            cells: dict[int, list[str]] = {row[patient_at]: [""] * len(names) for row in batch}
+            for patient, datapoint, num, text in repository.sortable_values(session, list(cells)):
+                if datapoint in column_of:  # else a datapoint that no longer applies
+                    index, text_form = column_of[datapoint]
+                    cells[patient][index] = text_form(num, text)
+            writer.writerows(
+                [*(write(value) for write, value in zip(formats, row, strict=True)), *cells[row[patient_at]]]
+                for row in batch
+            )
             yield buffer.getvalue().encode()
 
 
