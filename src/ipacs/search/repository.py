@@ -43,11 +43,15 @@ def id_column(target: Target) -> Any:
     return Patient.id if target == "patients" else Study.id
 
 
-def _base(caller: Caller, project_id: int, target: Target) -> Select[Any]:
+def _base(caller: Caller, project_id: int, target: Target, *, walk: bool = False) -> Select[Any]:
+    """The subjects in scope. For a walk, the scope is tested on `project_id + 0`, which
+    no index applies to: without statistics (SQLite keeps none until ANALYZE) a database
+    would otherwise read the whole scope through the project index and sort it."""
+    project = Patient.project_id if target == "patients" else Study.project_id
+    scope = _scope(caller, project_id, project + 0 if walk else project)
     if target == "patients":
-        return select(Patient).where(*_scope(caller, project_id, Patient.project_id))
-    stmt = select(Study).join(Patient, Patient.id == Study.patient_id)
-    return stmt.where(*_scope(caller, project_id, Study.project_id))
+        return select(Patient).where(*scope)
+    return select(Study).join(Patient, Patient.id == Study.patient_id).where(*scope)
 
 
 @dataclass(frozen=True)
@@ -80,12 +84,12 @@ def plan_statements(
     memberships = compiled.memberships if compiled else ()
     driver = _smallest(session, [*(m.rows for m in memberships), in_scope])
 
-    def where(driver: Driver) -> Select[Any]:
-        stmt = base if compiled is None else base.where(compiled.where(driver))
+    def where(driver: Driver, subjects: Select[Any] = base) -> Select[Any]:
+        stmt = subjects if compiled is None else subjects.where(compiled.where(driver))
         return stmt.order_by(id_column(target))
 
     if driver is None:
-        return Statements(where(None), where("all"))
+        return Statements(where(None, _base(caller, project_id, target, walk=True)), where("all"))
     if driver < len(memberships):
         driven = where(driver)
         return Statements(driven, driven)
