@@ -2,13 +2,16 @@
 
 Every file is a Part 10 MR image (explicit VR little endian, 16-bit pixels) with
 its own SOPInstanceUID, so both servers store every file as a new instance.
-The pixel data is shared between files (both servers store it as sent, so
-its content does not matter), which keeps generation fast.
+The pixel data is noise of 12 significant bits, as compressible as a real MR
+image roughly is (a zip of a ramp would shrink 99% and flatter a server that
+deflates); it is shared between files, which keeps generation fast.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 MANIFEST = "manifest.json"
+# Bumped when the files change, so an old dataset on disk is not reused.
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,9 @@ def _template(spec: DatasetSpec) -> Dataset:
     ds.PixelRepresentation = 0
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = bytes(range(256)) * (spec.rows * spec.columns * 2 // 256) + bytes(
-        spec.rows * spec.columns * 2 % 256
-    )
+    noise = random.Random(20240101)
+    pixels = [noise.getrandbits(12) for _ in range(spec.rows * spec.columns)]
+    ds.PixelData = struct.pack(f"<{len(pixels)}H", *pixels)
     return ds
 
 
@@ -113,7 +118,7 @@ def generate(root: Path, spec: DatasetSpec, label: str = "BENCH") -> SyntheticDa
     manifest = root / MANIFEST
     if manifest.exists():
         saved = json.loads(manifest.read_text())
-        if saved["spec"] == asdict(spec):
+        if saved.get("format") == FORMAT and saved["spec"] == asdict(spec):
             return SyntheticDataset(root, spec, [InstanceFile(**f) for f in saved["files"]])
     root.mkdir(parents=True, exist_ok=True)
     ds = _template(spec)
@@ -149,5 +154,7 @@ def generate(root: Path, spec: DatasetSpec, label: str = "BENCH") -> SyntheticDa
                             path.stat().st_size,
                         )
                     )
-    manifest.write_text(json.dumps({"spec": asdict(spec), "files": [asdict(f) for f in files]}))
+    manifest.write_text(
+        json.dumps({"format": FORMAT, "spec": asdict(spec), "files": [asdict(f) for f in files]})
+    )
     return SyntheticDataset(root, spec, files)
