@@ -18,6 +18,10 @@ class Study(EntityMixin, Base):
     __table_args__ = (
         Index("ix_studies_patient", "patient_id"),
         Index("ix_studies_project_date", "project_id", "study_date"),
+        # A search's study conditions ("has a study dated ...", "... at visit ..."), and the
+        # patient they lead to, without reading the studies.
+        Index("ix_studies_date_patient", "study_date", "patient_id"),
+        Index("ix_studies_visit_patient", "visit", "patient_id"),
     )
 
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)

@@ -2,7 +2,7 @@
 
 Revision ID: c2ccebce1553
 Revises: 
-Create Date: 2026-12-04 20:53:38.112943
+Create Date: 2026-12-04 22:59:18.433114
 """
 
 from collections.abc import Sequence
@@ -221,8 +221,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('uuid', name=op.f('uq_studies_uuid'))
     )
     with op.batch_alter_table('studies', schema=None) as batch_op:
+        batch_op.create_index('ix_studies_date_patient', ['study_date', 'patient_id'], unique=False)
         batch_op.create_index('ix_studies_patient', ['patient_id'], unique=False)
         batch_op.create_index('ix_studies_project_date', ['project_id', 'study_date'], unique=False)
+        batch_op.create_index('ix_studies_visit_patient', ['visit', 'patient_id'], unique=False)
 
     op.create_table('datapoint_value_versions',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -305,8 +307,10 @@ def downgrade() -> None:
 
     op.drop_table('datapoint_value_versions')
     with op.batch_alter_table('studies', schema=None) as batch_op:
+        batch_op.drop_index('ix_studies_visit_patient')
         batch_op.drop_index('ix_studies_project_date')
         batch_op.drop_index('ix_studies_patient')
+        batch_op.drop_index('ix_studies_date_patient')
 
     op.drop_table('studies')
     with op.batch_alter_table('datapoint_values', schema=None) as batch_op:
