@@ -145,23 +145,32 @@ def plan_value_search(
     datapoint_ids: list[int],
     test: ValueTest,
 ) -> Statements:
-    """The statements of a datapoint value search, planned like a query's (plan_statements):
-    a match set under DRIVER_CAP is looked up by value id; a broader one is walked in id
-    order for a page (the test written on expressions no value index applies to, or
-    SQLite would skip-scan an index and sort every match: the walk stops once the page
-    is full) and counted through the value indexes.
+    """The statements of a datapoint value search, planned like a query's (plan_statements).
+
+    Matches under DRIVER_CAP are looked up by value id; in a scope of fewer
+    patients than that, the values are read patient by patient; otherwise a page
+    walks the values in id order (the test written on expressions that no value
+    index applies to, or SQLite would skip-scan an index and sort every match)
+    and stops once it is full, and the total is counted through the value
+    indexes.
 
     The scope is an EXISTS on the value's patient: a probe per value (a join would let
     SQLite build a Bloom filter over every patient first, or start from the patients).
     """
-    in_scope = select(Patient.id).where(
-        Patient.id == DatapointValue.patient_id, *_scope(caller, project_id, Patient.project_id)
+    scope = _scope(caller, project_id, Patient.project_id)
+    base = select(DatapointValue.id).where(
+        select(Patient.id).where(Patient.id == DatapointValue.patient_id, *scope).exists()
     )
-    base = select(DatapointValue.id).where(in_scope.exists())
     indexed = [DatapointValue.datapoint_id.in_(datapoint_ids), test.indexed()]
-    if _smallest(session, [select(DatapointValue.id).where(*indexed)]) == 0:
-        driven = base.where(FewIn(DatapointValue.id, select(DatapointValue.id).where(*indexed)))
-        return Statements(driven, driven)
+    matching = select(DatapointValue.id).where(*indexed)
+    patients = select(Patient.id).where(*scope)
+    match _smallest(session, [matching, patients]):
+        case 0:
+            driven = base.where(FewIn(DatapointValue.id, matching))
+            return Statements(driven, driven)
+        case 1:
+            scoped = base.where(FewIn(DatapointValue.patient_id, patients), *indexed)
+            return Statements(scoped, scoped)
     walk = base.where((DatapointValue.datapoint_id + 0).in_(datapoint_ids), test.unindexed())
     return Statements(walk, base.where(*indexed))
 
