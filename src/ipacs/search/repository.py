@@ -203,7 +203,7 @@ def value_page(session: Session, statements: Statements, params: PageParams) -> 
 def stream_rows(session: Session, stmt: Select[Any], size: int) -> Iterator[Sequence[Row[Any]]]:
     """Every row of `stmt`, `size` at a time, from one execution (a server-side cursor on
     PostgreSQL): the query runs once, however many rows, and memory holds one batch."""
-    result = session.execute(stmt, execution_options={"yield_per": size})
+    result = session.connection().execute(stmt, execution_options={"yield_per": size})
     yield from result.partitions()
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_
@@ -70,7 +71,7 @@ NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 # The datapoint search's operators as the query language writes them.
 COMPARISONS: dict[str, QueryOperator] = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 # Rows fetched (and written) at a time by a CSV export.
-CSV_BATCH_SIZE = 2000
+CSV_BATCH_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -118,28 +119,9 @@ def search(session: Session, caller: Caller, project_id: int, body: StringQuery)
     return SearchResponse(results=results, total=total, next_after=next_after)
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _date_text(value: date | None) -> str:
-    return "" if value is None else value.isoformat()
-
-
-def _moment_text(value: datetime | None) -> str:
+def _moment_text(value: datetime) -> str:
     # UTCDateTime columns read back in UTC.
-    return "" if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def _cell_formats(columns: tuple[tuple[str, Any], ...]) -> list[Callable[[Any], str]]:
-    """How each built-in column is written as CSV text: ISO dates, UTC datetimes with Z."""
-    formats: list[Callable[[Any], str]] = []
-    for _, column in columns:
-        if isinstance(column.type, UTCDateTime):
-            formats.append(_moment_text)
-        else:
-            formats.append(_date_text if column.type.python_type is date else _text)
-    return formats
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def _datetime_text(text: str) -> str:
@@ -158,6 +140,8 @@ TEXT_FORMS: dict[str, Callable[[float, str], str]] = {
     "string": lambda _, text: text,
     "choice": lambda _, text: text,
 }
+# The types whose text_value is their canonical text as it is.
+TEXT_AS_STORED = ("date", "string", "choice")
 
 
 def _builtin_columns(target: Target) -> tuple[tuple[str, Any], ...]:
@@ -180,9 +164,15 @@ def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
     columns = _builtin_columns(found.target)
     names = list(dict.fromkeys(d.name for d in found.datapoints))
     slot = {name: i for i, name in enumerate(names)}
-    # datapoint id -> (column index, its text form from (num_value, text_value))
-    column_of = {d.id: (slot[d.name], TEXT_FORMS[d.type]) for d in found.datapoints}
-    formats = _cell_formats(columns)
+    # datapoint id -> (its cell in a line, its text from (num_value, text_value) or None: text_value)
+    column_of = {
+        d.id: (len(columns) + slot[d.name], None if d.type in TEXT_AS_STORED else TEXT_FORMS[d.type])
+        for d in found.datapoints
+    }
+    # The csv module writes None as an empty cell, and dates, UUIDs and numbers as their
+    # str(), which is their canonical text; datetimes need a Z.
+    moments = [i for i, (_, column) in enumerate(columns) if isinstance(column.type, UTCDateTime)]
+    blank = [""] * len(names)
     patient_at = 0 if found.target == "patients" else 3  # the position of the patient's id
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -196,15 +186,20 @@ def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
         for batch in repository.stream_rows(session, statement, CSV_BATCH_SIZE):
             buffer.seek(0)
             buffer.truncate()
-            cells: dict[int, list[str]] = {row[patient_at]: [""] * len(names) for row in batch}
-            for patient, datapoint, num, text in repository.sortable_values(session, list(cells)):
+            lines = [[*row, *blank] for row in batch]
+            by_patient: dict[int, list[list[Any]]] = defaultdict(list)  # studies share their patient's
+            for line in lines:
+                by_patient[line[patient_at]].append(line)
+                for index in moments:
+                    if line[index] is not None:
+                        line[index] = _moment_text(line[index])
+            for patient, datapoint, num, text in repository.sortable_values(session, list(by_patient)):
                 if datapoint in column_of:  # else a datapoint that no longer applies
                     index, text_form = column_of[datapoint]
-                    cells[patient][index] = text_form(num, text)
-            writer.writerows(
-                [*(write(value) for write, value in zip(formats, row, strict=True)), *cells[row[patient_at]]]
-                for row in batch
-            )
+                    cell = text if text_form is None else text_form(num, text)
+                    for line in by_patient[patient]:
+                        line[index] = cell
+            writer.writerows(lines)
             yield buffer.getvalue().encode()
 
 
