@@ -402,7 +402,7 @@ def render(results: Results, options: Options, versions: dict[str, str], command
     peer = "Orthanc" if "Orthanc" in results.figures else None
     spec = options.spec
     lines = [
-        "## iPACS beside Orthanc",
+        "## iPACS beside Orthanc" + (", with PostgreSQL" if options.pg_url else ""),
         "",
         f"Command: `{command}`",
         "",
