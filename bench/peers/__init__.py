@@ -3,7 +3,7 @@
     python -m bench peers                  # SQLite; results to docs/performance.md ("peers")
     python -m bench peers --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-dataset.py makes the DICOM files, orthanc.py and ipacs.py start the servers,
+dataset.py makes the DICOM files, orthanc.py and ipacs.py start the servers (servers.py: what they share),
 workloads.py drives them with the same clients (dcmtk storescu, curl, wrk),
-run.py alternates the runs and writes the table.
+run.py alternates the runs, table.py renders the table of medians and ratios.
 """
