@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ def _free_port() -> int:
 def _own_postgres_database(test_url: str) -> Iterator[str]:
     """A fresh database on the test server, named after the test database, dropped on exit."""
     base = make_url(test_url)
-    name = f"{base.database}_e2e_{os.getpid()}"
+    name = f"{base.database}_e2e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     engine = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))

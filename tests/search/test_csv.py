@@ -242,7 +242,7 @@ RAW_VALUES = {
 }
 
 
-@settings(max_examples=300, derandomize=True, database=None)
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
 @given(data=st.data())
 def test_export_text_from_sortable_forms_is_the_canonical_text(data: st.DataObject) -> None:
     # The export writes values from (num_value, text_value), not from their JSON form:
