@@ -2,6 +2,8 @@
 
     python -m bench peers [--help]     iPACS beside Orthanc (bench/peers/)
     python -m bench search [--help]    search at 100k and 1M patients (bench/search.py)
+    python -m bench ingest-memory [--help]
+                                       peak memory while one 1 GB study is ingested (bench/ingest_memory.py)
     python -m bench all                every benchmark with its defaults (`make bench`)
 
 Each writes its own section of docs/performance.md.
@@ -26,7 +28,17 @@ def _search(argv: list[str]) -> None:
     search.main()
 
 
-BENCHMARKS: dict[str, Callable[[list[str]], None]] = {"peers": _peers, "search": _search}
+def _ingest_memory(argv: list[str]) -> None:
+    from bench.ingest_memory import main
+
+    main(argv)
+
+
+BENCHMARKS: dict[str, Callable[[list[str]], None]] = {
+    "peers": _peers,
+    "search": _search,
+    "ingest-memory": _ingest_memory,
+}
 
 
 def main() -> None:
