@@ -372,8 +372,9 @@ def render(results: list[Measurement], described: dict[str, str], command: str, 
     ]
     for m in results:
         lines.append(
-            f"| {m.database} | `--workers {m.workers}` | {m.shape} | {CHANNELS[m.channel]} | {m.instances:,} |"
-            f" {m.seconds:.1f} | {m.size / 1e6 / m.seconds:.1f} | {m.processes} | {m.before_mb:.0f} MB |"
+            f"| {m.database} | `--workers {m.workers}` | {m.shape} | {CHANNELS[m.channel]} |"
+            f" {m.instances:,} | {m.seconds:.1f} | {m.size / 1e6 / m.seconds:.1f} | {m.processes} |"
+            f" {m.before_mb:.0f} MB |"
             f" {m.lifetime_peak_mb:.0f} MB | {m.ingest_peak_mb:.0f} MB | {m.sampled_peak_mb:.0f} MB |"
             f" {'yes' if m.met else '**no**'} |"
         )
@@ -383,7 +384,7 @@ def render(results: list[Measurement], described: dict[str, str], command: str, 
         "",
         "```",
         "TCP_NODELAY=1 storescu --aetitle BENCHSCU --call <AE> 127.0.0.1 <port> <files...>",
-        "POST /api/v1.0/projects/<id>/dicom  Content-Type: application/zip  (httpx, the zip streamed from disk)",
+        "POST /api/v1.0/projects/<id>/dicom  Content-Type: application/zip  (httpx, streamed from disk)",
         "```",
     ]
     return "\n".join(lines)
