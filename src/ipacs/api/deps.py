@@ -3,17 +3,23 @@
 The transaction belongs to the edge: it commits when the endpoint returns and
 rolls back when it raises. `scope="function"` makes the commit happen before
 the response is sent, so a client never sees success for a lost write.
+
+Both are `async def`, and send only their blocking part (the credential check,
+the end of the transaction) to the thread pool: FastAPI runs every plain `def`
+dependency there, and on a short GET each trip through the pool (a thread
+wake-up, a GIL hand-over, a loop wake-up) cost as much as a query.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from ipacs.api.middleware import SESSION_COOKIE
 from ipacs.auth.caller import Caller
@@ -39,7 +45,7 @@ def _parse_basic(value: str) -> tuple[str, str]:
     return username, password
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """Resolve Basic credentials or the session cookie; set a cookie for new sessions."""
     authenticator: Authenticator = request.app.state.authenticator
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -49,7 +55,9 @@ def get_caller(request: Request) -> Caller:
         if scheme.lower() != "basic":
             raise Unauthorized("Only HTTP Basic authentication is supported")
         username, password = _parse_basic(value)
-        result = authenticator.from_basic(username, password, client_address(request), cookie)
+        result = await run_in_threadpool(
+            authenticator.from_basic, username, password, client_address(request), cookie
+        )
         # Browsers re-send Basic credentials they were once given, cross-site too.
         _refuse_cross_site(request)
         if result.new_session_token:
@@ -57,7 +65,7 @@ def get_caller(request: Request) -> Caller:
         request.state.caller = result.caller
         return result.caller
     if cookie:
-        caller = authenticator.from_session(cookie)
+        caller = await run_in_threadpool(authenticator.from_session, cookie)
         if caller is not None:
             _refuse_cross_site(request)
             request.state.caller = caller
@@ -85,17 +93,30 @@ def _refuse_cross_site(request: Request) -> None:
         raise PermissionDenied(f"Cross-site request from {origin} refused")
 
 
-def get_db(request: Request) -> Iterator[Session]:
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    finally:
+        session.close()
+
+
+def _roll_back(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
     database: Database = request.app.state.database
+    # Making a session does no I/O: its connection is taken on first use, in the endpoint's thread.
     session = database.session(write=request.method not in SAFE_METHODS)
     try:
         yield session
-        session.commit()
     except BaseException:
-        session.rollback()
+        await run_in_threadpool(_roll_back, session)
         raise
-    finally:
-        session.close()
+    await run_in_threadpool(_commit, session)
 
 
 CurrentUser = Annotated[Caller, Depends(get_caller)]

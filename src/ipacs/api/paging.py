@@ -15,7 +15,7 @@ from ipacs.errors import InvalidRequest
 T = TypeVar("T")
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size, at most 1000")] = 100,
     offset: Annotated[int | None, Query(ge=0, description="skip this many rows")] = None,
     after: Annotated[int | None, Query(ge=0, description="keyset: the last id of the previous page")] = None,

@@ -43,8 +43,11 @@ def fetch_page(
     """One page of `stmt`, ordered by `order_by` then by id (newest first if `descending`).
 
     Keyset paging (`after`) needs id order; with another order, use `offset`.
+    The total is counted only when the page cannot tell it: a page that is not
+    full and starts at a known position ends the list (most lookups, e.g. by
+    PatientID, are one short page, and the count doubled their cost).
     """
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    count = select(func.count()).select_from(stmt.order_by(None).subquery())
     keyset = not order_by and params.offset is None
     if params.after is not None:
         if order_by:
@@ -60,6 +63,10 @@ def fetch_page(
     rows = list(session.scalars(stmt).unique())
     more = len(rows) > params.limit
     items = rows[: params.limit]
+    if not more and params.after is None and (items or not params.offset):
+        total = (params.offset or 0) + len(items)
+    else:
+        total = session.scalar(count) or 0
     next_after = next_offset = None
     if more:
         if keyset:

@@ -114,8 +114,11 @@ def _page(
     session: Session, stmt: Select[*tuple[Any, ...]], query: QidoQuery, order: Iterable[Any]
 ) -> tuple[list[Any], int]:
     stmt = stmt.where(*(condition(m) for m in query.matches))
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     rows = session.execute(stmt.order_by(*order).limit(query.limit).offset(query.offset)).all()
+    offset = query.offset or 0
+    if (query.limit is None or len(rows) < query.limit) and (rows or not offset):
+        return [tuple(row) for row in rows], offset + len(rows)  # the page ends the list: no count
+    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     return [tuple(row) for row in rows], total
 
 
