@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             # supervisor and need not carry pynetdicom (~7 MB of each process's memory).
             from ipacs.dicom.receiver import Receiver
 
-            receiver = Receiver(database, storage, settings.dicom_ae_title)
+            receiver = Receiver(
+                database, storage, settings.dicom_ae_title, max_instance_bytes=settings.max_instance_bytes
+            )
             receiver.start(settings.host, settings.dicom_port)
         try:
             yield

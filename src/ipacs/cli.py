@@ -129,7 +129,12 @@ def serve(
         # and the HTTP workers leave the DICOM port alone.
         os.environ["IPACS_DICOM_IN_APP"] = "false"
         database = _database(settings)
-        receiver = Receiver(database, FileStore(settings.data_dir / "store"), settings.dicom_ae_title)
+        receiver = Receiver(
+            database,
+            FileStore(settings.data_dir / "store"),
+            settings.dicom_ae_title,
+            max_instance_bytes=settings.max_instance_bytes,
+        )
         receiver.start(settings.host, settings.dicom_port)
     if settings.dicom_port:
         err_console.print(f"DICOM receiver on {settings.host}:{settings.dicom_port}, AE title per project")

@@ -6,6 +6,8 @@ import io
 import threading
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,27 +20,46 @@ from sqlalchemy.orm import Session
 
 from ipacs.config import Settings
 from ipacs.db.engine import Database
+from ipacs.dicom.ingest import IngestBatch, Ingestor, IngestResult
 from ipacs.dicom.receiver import Receiver
 from ipacs.dicom.storage import FileStore
 from ipacs.models import AuditEvent, Instance, Patient, Study
-from tests.dicom.world import World, call, count_rows, dataset_part, object_files, study_route
+from tests.dicom.world import (
+    MAX_INSTANCE_BYTES,
+    World,
+    call,
+    count_rows,
+    dataset_part,
+    object_files,
+    study_route,
+)
 from tests.dicom_factory import SeriesSpec, make_dataset, make_study, to_bytes
 
-SUCCESS, DUPLICATE, PROCESSING_FAILURE, NOT_AUTHORIZED, CANNOT_UNDERSTAND = (
+SUCCESS, DUPLICATE, PROCESSING_FAILURE, NOT_AUTHORIZED, CANNOT_UNDERSTAND, OUT_OF_RESOURCES = (
     0x0000,
     0x0111,
     0x0110,
     0x0124,
     0xC000,
+    0xA700,
 )
+
+
+@contextmanager
+def running_receiver(database: Database, settings: Settings, max_instance_bytes: int | None) -> Iterator[int]:
+    storage = FileStore(settings.data_dir / "store")
+    receiver = Receiver(database, storage, "IPACS", max_instance_bytes=max_instance_bytes)
+    bound = receiver.start("127.0.0.1", 0)
+    try:
+        yield bound
+    finally:
+        receiver.stop()
 
 
 @pytest.fixture
 def port(world: World, database: Database, settings: Settings) -> Iterator[int]:
-    receiver = Receiver(database, FileStore(settings.data_dir / "store"), "IPACS")
-    bound = receiver.start("127.0.0.1", 0)
-    yield bound
-    receiver.stop()
+    with running_receiver(database, settings, settings.max_instance_bytes) as bound:
+        yield bound
 
 
 def associate(port: int, called: str) -> Association:
@@ -240,3 +261,67 @@ def test_concurrent_associations_into_one_study_lose_no_update(
     assert study.size_bytes == db.scalar(select(func.sum(Instance.size_bytes)))
     assert db.scalar(select(func.count()).select_from(Patient).where(Patient.patient_id == "RACE")) == 1
     db.commit()
+
+
+def _temp_area(settings: Settings) -> list[Path]:
+    return list((settings.data_dir / "store" / "tmp").iterdir())
+
+
+def test_an_instance_over_the_size_limit_is_refused_and_nothing_is_stored(
+    port: int, database: Database, db: Session, settings: Settings
+) -> None:
+    big = make_dataset(patient_id="TOO-BIG", rows=256, columns=256)  # 128 KiB of pixels
+    assert len(to_bytes(big)) > MAX_INSTANCE_BYTES
+    small = make_dataset(patient_id="SMALL")
+    statuses = send(port, [big, small])
+    assert statuses[0].Status == OUT_OF_RESOURCES
+    assert statuses[0].ErrorComment == f"Instance larger than {MAX_INSTANCE_BYTES} bytes (the server's limit)"
+    assert statuses[1].Status == SUCCESS  # the association goes on
+    assert count_rows(database, Instance) == 1
+    assert len(object_files(settings.data_dir)) == 1
+    assert _temp_area(settings) == []
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(Patient).where(Patient.patient_id == "TOO-BIG")) == 0
+    db.commit()
+
+
+def test_the_size_limit_counts_the_file_as_stored(
+    world: World, database: Database, db: Session, settings: Settings
+) -> None:
+    """The limit applies to the stored file (preamble, file meta and dataset), as for an HTTP
+    upload: an instance of exactly the limit is accepted, one byte more is refused."""
+    ds = make_dataset(patient_id="EDGE")
+    with running_receiver(database, settings, None) as port:
+        assert send(port, [ds])[0].Status == SUCCESS
+    db.expire_all()
+    size = db.scalars(select(Instance.size_bytes)).one()
+    db.commit()
+    with running_receiver(database, settings, size) as port:
+        assert send(port, [ds])[0].Status == SUCCESS  # the same bytes: a duplicate, within the limit
+    with running_receiver(database, settings, size - 1) as port:
+        assert send(port, [ds])[0].Status == OUT_OF_RESOURCES
+    assert count_rows(database, Instance) == 1
+    assert _temp_area(settings) == []
+
+
+def test_a_received_dataset_is_written_to_the_store_temp_area_and_renamed_into_the_store(
+    world: World, database: Database, db: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never gathered in memory, nor in the system's temp directory (often a tmpfs): the file the
+    receiver wrote while the dataset arrived is the file in the store (same inode, no copy)."""
+    received: list[tuple[Path, int]] = []
+    ingest_received = Ingestor.ingest_received
+
+    def spy(self: Ingestor, project_id: int, path: Path, batch: IngestBatch) -> IngestResult:
+        received.append((path.parent, path.stat().st_ino))
+        return ingest_received(self, project_id, path, batch)
+
+    monkeypatch.setattr(Ingestor, "ingest_received", spy)
+    with running_receiver(database, settings, settings.max_instance_bytes) as port:
+        assert send(port, [make_dataset(patient_id="SPOOL")])[0].Status == SUCCESS
+    db.expire_all()
+    key = db.scalars(select(Instance.storage_key)).one()
+    db.commit()
+    stored = settings.data_dir / "store" / "objects" / key
+    assert received == [((settings.data_dir / "store" / "tmp"), stored.stat().st_ino)]
+    assert _temp_area(settings) == []

@@ -293,18 +293,20 @@ class Ingestor:
         self.database = database
         self.storage = storage
 
-    def ingest_bytes(self, project_id: int, data: bytes, batch: IngestBatch) -> IngestResult:
-        """Stage and ingest a file held in memory (a C-STORE), its header read from the bytes."""
-        return self._ingest(project_id, self.storage.stage_bytes(data), batch, data)
+    def ingest_received(self, project_id: int, path: Path, batch: IngestBatch) -> IngestResult:
+        """Ingest a file written to the store's temp area by its receiver (a C-STORE)."""
+        try:
+            staged = self.storage.adopt(path)
+        except BaseException:
+            INGEST_FAILURES.labels(batch.channel).inc()
+            path.unlink(missing_ok=True)
+            raise
+        return self.ingest(project_id, staged, batch)
 
     def ingest(self, project_id: int, staged: StagedFile, batch: IngestBatch) -> IngestResult:
-        return self._ingest(project_id, staged, batch, staged.path)
-
-    def _ingest(
-        self, project_id: int, staged: StagedFile, batch: IngestBatch, source: Path | bytes
-    ) -> IngestResult:
+        """Ingest a staged file; it is gone from the temp area afterwards, stored or not."""
         try:
-            header = read_header(source)
+            header = read_header(staged.path)
             for attempt in range(RETRIES):
                 try:
                     result = self._ingest_once(project_id, staged, header, batch)

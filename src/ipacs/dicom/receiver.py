@@ -3,6 +3,10 @@
 The called AE title selects the project (`dicom_ae_title`); an association
 to an unknown AE title is rejected. The server's own AE title answers C-ECHO
 only. A C-STORE success is sent only after `Ingestor.ingest` has committed.
+
+Each dataset is written to the store's temp area while it arrives (spool.py),
+never gathered in memory, and moved into the store by a rename. An instance
+larger than `max_instance_bytes` is refused with 0xA700 once its transfer ends.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -19,6 +24,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from ipacs.db.engine import Database
+from ipacs.dicom import spool
 from ipacs.dicom import status as dimse
 from ipacs.dicom.ingest import IngestBatch, Ingestor
 from ipacs.dicom.storage import FileStore
@@ -35,12 +41,20 @@ class _Association:
 
 class Receiver:
     def __init__(
-        self, database: Database, storage: FileStore, ae_title: str, max_associations: int = 16
+        self,
+        database: Database,
+        storage: FileStore,
+        ae_title: str,
+        *,
+        max_instance_bytes: int | None = None,
+        max_associations: int = 16,
     ) -> None:
         self.database = database
         self.storage = storage
         self.ingestor = Ingestor(database, storage)
         self.ae_title = ae_title
+        self.max_instance_bytes = max_instance_bytes
+        spool.install()
         self._associations: dict[int, _Association] = {}
         self._lock = threading.Lock()
         self._server: Any = None
@@ -95,6 +109,7 @@ class Receiver:
             return
         assoc.acceptor.ae_title = called
         self._prefer_the_requestors_order(assoc)
+        spool.register(assoc.dul, spool.SpoolTarget(self.storage.tmp, self.max_instance_bytes))
         with self._lock:
             self._associations[id(assoc)] = _Association(
                 project_id, IngestBatch(f"c-store from {calling}", channel="c-store")
@@ -140,10 +155,19 @@ class Receiver:
     def _on_store(self, event: Any) -> Dataset | int:
         with self._lock:
             state = self._associations.get(id(event.assoc))
+        received = Path(event.dataset_path)
         if state is None or state.project_id is None:
+            received.unlink(missing_ok=True)
             return _failure(dimse.REFUSED_NOT_AUTHORIZED, "this AE title does not accept storage")
+        spooled = spool.spooled(received)
+        if spooled is not None and spooled.too_large:
+            received.unlink(missing_ok=True)
+            log.info("C-STORE refused: %d bytes, over the limit of %d", spooled.size, spooled.limit)
+            return _failure(
+                dimse.OUT_OF_RESOURCES, f"Instance larger than {spooled.limit} bytes (the server's limit)"
+            )
         try:
-            self.ingestor.ingest_bytes(state.project_id, event.encoded_dataset(), state.batch)
+            self.ingestor.ingest_received(state.project_id, received, state.batch)
         except Exception as exc:  # every failure must become a DIMSE status
             status = dimse.status_for(exc)
             if status is None:

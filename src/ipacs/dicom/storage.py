@@ -115,6 +115,20 @@ class FileStore:
     def stage_bytes(self, data: bytes) -> StagedFile:
         return self.stage([data])
 
+    def adopt(self, path: Path) -> StagedFile:
+        """Stage a file someone else wrote into the temp area (a C-STORE received to disk):
+        hash it, fsync it, and leave it where it is, ready for `promote`'s rename."""
+        if path.parent.resolve() != self.tmp.resolve():
+            raise ValueError(f"{path} is not in the store's temp area")
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(f.fileno())
+        return StagedFile(path=path, sha256=digest.hexdigest(), size=size)
+
     def key_for(self, sha256: str) -> str:
         return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
