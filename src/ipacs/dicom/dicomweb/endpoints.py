@@ -31,6 +31,8 @@ from ipacs.schemas import error_responses
 PREFIX = "/dicomweb"
 PROJECT_PREFIX = "/dicomweb/projects/{project_id}"
 _JSON: dict[int | str, dict[str, Any]] = {200: {"content": {wado.DICOM_JSON: {}}}}
+# Responses up to this size are read whole before they are sent; larger ones stream.
+WHOLE_RESPONSE_BYTES = 4 * 1024 * 1024
 _MULTIPART: dict[int | str, dict[str, Any]] = {200: {"content": {"multipart/related": {}, wado.DICOM: {}}}}
 
 
@@ -47,7 +49,7 @@ def _storage(request: Request) -> FileStore:
     return storage
 
 
-def _all_projects(request: Request, caller: CurrentUser) -> Root:
+async def _all_projects(request: Request, caller: CurrentUser) -> Root:
     return Root(Scope(caller), f"{str(request.base_url).rstrip('/')}{PREFIX}")
 
 
@@ -68,11 +70,17 @@ def _retrieve_response(request: Request, files: list[StoredFile], instance_level
     packaging = wado.choose_packaging(accept, files, instance_level)
     storage = _storage(request)
     if packaging is wado.Packaging.SINGLE:
-        return StreamingResponse(storage.read_chunks(files[0].storage_key), media_type=wado.DICOM)
-    boundary = wado.new_boundary()
-    return StreamingResponse(
-        wado.multipart_stream(storage, files, boundary), media_type=wado.multipart_content_type(boundary)
-    )
+        body = storage.read_chunks(files[0].storage_key)
+        media_type = wado.DICOM
+    else:
+        boundary = wado.new_boundary()
+        body = wado.multipart_stream(storage, files, boundary)
+        media_type = wado.multipart_content_type(boundary)
+    if sum(f.size_bytes for f in files) <= WHOLE_RESPONSE_BYTES:
+        # Read here, in the endpoint's worker thread: a streamed body costs a thread-pool
+        # trip per chunk, which for one instance took longer than sending it.
+        return Response(b"".join(body), media_type=media_type)
+    return StreamingResponse(body, media_type=media_type)
 
 
 def _metadata_response(request: Request, files: list[StoredFile]) -> Response:

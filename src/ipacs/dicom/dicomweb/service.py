@@ -38,6 +38,7 @@ class StoredFile:
     storage_key: str
     sop_instance_uid: str
     transfer_syntax_uid: str | None
+    size_bytes: int
 
 
 def open_scope(session: Session, caller: Caller, project_id: int | None) -> Scope:
@@ -165,4 +166,6 @@ def files_to_retrieve(
     if not instances:
         what = f"instance {sop_uid}" if sop_uid else f"series {series_uid}" if series_uid else "study"
         raise NotFound(f"No {what} in study {study_uid}")
-    return [StoredFile(i.storage_key, i.sop_instance_uid, i.transfer_syntax_uid) for i in instances]
+    return [
+        StoredFile(i.storage_key, i.sop_instance_uid, i.transfer_syntax_uid, i.size_bytes) for i in instances
+    ]
