@@ -33,6 +33,7 @@ from ipacs.db.engine import Database
 from ipacs.db.migrate import upgrade_to_head
 from ipacs.demo import load_demo
 from ipacs.models import Patient, Project, User
+from ipacs.search import export
 from ipacs.search import service as search_service
 from ipacs.users import service as user_service
 
@@ -193,7 +194,7 @@ def csv_child(url: str, project_id: int) -> None:
         plan = search_service.plan(session, Caller.from_user(admin), project_id, CSV_QUERY, "patients")
     started, cpu = time.perf_counter(), time.process_time()
     rows = size = 0
-    for chunk in search_service.stream_csv(database, plan):
+    for chunk in export.stream_csv(database, plan):
         rows += chunk.count(b"\n")
         size += len(chunk)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu

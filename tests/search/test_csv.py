@@ -6,26 +6,28 @@ import csv
 import io
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Row, select
+from sqlalchemy import Date, Float, Row, String, Uuid, literal, select
 from sqlalchemy.orm import Session
 
 from ipacs.auth.caller import Caller
 from ipacs.config import Settings
 from ipacs.datapoints import values as typing_
 from ipacs.datapoints.value_service import shown
+from ipacs.db.base import UTCDateTime
 from ipacs.db.engine import Database
 from ipacs.models import User
-from ipacs.search import repository, service
+from ipacs.search import export, repository, service
 from tests.conftest import FakeClock
 from tests.factories import basic
-from tests.patients.world import API, error, ok
+from tests.patients.world import API, call, define, error, ok
 from tests.search.world import INJECTION_ID, SearchWorld, make_search_world, search
 
 NOW = "2026-01-01T12:00:00Z"  # the fake clock: every created_at and updated_at
@@ -142,6 +144,23 @@ def test_studies_header_and_rows_are_exact(client: TestClient, world: SearchWorl
     assert r.headers["content-disposition"] == f'attachment; filename="project-{world.trial}-studies.csv"'
 
 
+def test_a_name_defined_in_sibling_sites_is_one_column(client: TestClient, world: SearchWorld) -> None:
+    # "grade" is a decimal in both sites; "score" an integer in Site A and a string in Site B.
+    for site, score_type, score in (("site_a", "integer", 7), ("site_b", "string", "high, very")):
+        define(client, world.projects[site], "grade", "decimal")
+        define(client, world.projects[site], "score", score_type)
+        patient = world.patients[(site, "A1" if site == "site_a" else "B1")]
+        path = f"/projects/{world.projects[site]}/patients/{patient['id']}/datapoints"
+        for name, value in (("grade", 2 if site == "site_a" else 3.5), ("score", score)):
+            ok(call(client, "POST", path, "member", json={"datapoint_name": name, "value": value}), 201)
+    rows = list(csv.reader(io.StringIO(_export(client, world.trial))))
+    assert rows[0][-2:] == ["grade", "score"]
+    cells = {row[3]: row[-2:] for row in rows[1:]}
+    assert cells["A1"] == ["2.0", "7"] and cells["B1"] == ["3.5", "high, very"] and cells["T1"] == ["", ""]
+    studies = list(csv.reader(io.StringIO(_export(client, world.trial, target="studies"))))
+    assert {row[4]: row[-2:] for row in studies[1:]}["A1"] == ["2.0", "7"]
+
+
 def test_csv_is_scoped_like_json(client: TestClient, world: SearchWorld) -> None:
     error(search(client, world.trial, "outsider", "", headers=CSV), 404, "not_found")
     error(search(client, world.trial, "site_viewer", "", headers=CSV), 404, "not_found")
@@ -181,7 +200,7 @@ class BatchSpy:
                 yield batch
 
         monkeypatch.setattr(repository, "stream_rows", spy)
-        monkeypatch.setattr(service, "CSV_BATCH_SIZE", 2)
+        monkeypatch.setattr(export, "CSV_BATCH_SIZE", 2)
 
 
 def test_the_endpoint_streams_rows_before_the_query_is_read_to_the_end(
@@ -215,7 +234,7 @@ def test_stream_csv_is_a_lazy_generator(
     with database.session() as session:
         viewer = session.scalars(select(User).where(User.username == "viewer")).one()
         found = service.plan(session, Caller.from_user(viewer), world.trial, "age >= 0", "patients")
-    chunks = service.stream_csv(database, found)
+    chunks = export.stream_csv(database, found)
     header = next(chunks)
     assert header.decode().startswith("id,uuid,") and spy.batches == 0
     first = next(chunks)
@@ -242,13 +261,49 @@ RAW_VALUES = {
 }
 
 
+def _as_written(cell: Any) -> str:
+    """A cell as the csv module writes it: floats by repr, the rest by str."""
+    return repr(cell) if isinstance(cell, float) else str(cell)
+
+
 @settings(max_examples=300, derandomize=True, database=None, deadline=None)
 @given(data=st.data())
-def test_export_text_from_sortable_forms_is_the_canonical_text(data: st.DataObject) -> None:
-    # The export writes values from (num_value, text_value), not from their JSON form:
-    # the two must give the same text for every type.
+def test_export_text_from_sortable_forms_is_the_canonical_text(
+    database: Database, data: st.DataObject
+) -> None:
+    # The database writes each value's cell from (num_value, text_value), not from its
+    # JSON form: the two must give the same text for every type, on every database.
     dp_type = data.draw(st.sampled_from(sorted(RAW_VALUES)))
     raw = data.draw(RAW_VALUES[dp_type])
     value = typing_.canonical(dp_type, raw)
     num, text = typing_.sortable_form(dp_type, value)
-    assert service.TEXT_FORMS[dp_type](num, text) == typing_.text_form(dp_type, shown(dp_type, value))
+    stored = select(
+        literal(num, Float).label("num_value"), literal(text, String).label("text_value")
+    ).subquery()
+    with database.session() as session:
+        cell = session.scalar(select(export.value_cell(dp_type, stored.c)))
+    assert _as_written(cell) == typing_.text_form(dp_type, shown(dp_type, value))
+
+
+@settings(max_examples=100, derandomize=True, database=None, deadline=None)
+@given(
+    key=st.uuids(),
+    day=st.dates(min_value=date(1, 1, 1)),
+    moment=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])),
+)
+def test_builtin_cells_are_the_canonical_text(
+    database: Database, key: UUID, day: date, moment: datetime
+) -> None:
+    # UUIDs, dates and datetimes are written by the database from their stored forms.
+    cells = select(
+        export.builtin_cell(literal(key, Uuid)),
+        export.builtin_cell(literal(day, Date)),
+        export.builtin_cell(literal(moment, UTCDateTime)),
+    )
+    with database.session() as session:
+        row = session.execute(cells).one()
+    assert tuple(row) == (
+        str(key),
+        day.isoformat(),
+        moment.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    )

@@ -11,7 +11,7 @@ from ipacs.api.deps import CurrentUser, SessionDep
 from ipacs.api.paging import PageDep, set_page_headers
 from ipacs.datapoints.value_service import present
 from ipacs.schemas import error_responses
-from ipacs.search import service
+from ipacs.search import export, service
 from ipacs.search.schemas import DatapointValueMatch, Operator, PatientRef, SearchResponse, StringQuery
 
 router = APIRouter(
@@ -31,7 +31,7 @@ def search(
     if "text/csv" in request.headers.get("accept", ""):
         found = service.plan(db, caller, project_id, body.query, body.target)
         return StreamingResponse(
-            service.stream_csv(request.app.state.database, found),
+            export.stream_csv(request.app.state.database, found),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="project-{project_id}-{body.target}.csv"'},
         )

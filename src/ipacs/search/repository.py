@@ -225,26 +225,6 @@ def values_by_patient(
     return found
 
 
-def sortable_values(session: Session, patient_ids: list[int]) -> Sequence[Any]:
-    """(patient id, datapoint id, num_value, text_value) of every value of these patients, in
-    one query: the sortable forms, which need no JSON decoding (for exports).
-
-    Read straight from the driver's cursor: integers, a float and a string need no
-    conversion, and building a Row for each of ten values per patient would cost
-    more than the query.
-    """
-    if not patient_ids:
-        return ()
-    value = DatapointValue
-    stmt = select(value.patient_id, value.datapoint_id, value.num_value, value.text_value)
-    result = session.connection().execute(stmt.where(value.patient_id.in_(patient_ids)))
-    try:
-        rows = result.cursor.fetchall()
-    finally:
-        result.close()
-    return rows
-
-
 def patients_by_id(session: Session, ids: Iterable[int]) -> dict[int, Patient]:
     wanted = list(set(ids))
     if not wanted:

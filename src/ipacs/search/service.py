@@ -3,13 +3,8 @@ scope it to the subtree the caller may read, and page or export the matches."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections import defaultdict
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_
@@ -20,8 +15,6 @@ from ipacs.authz.access import require_role
 from ipacs.authz.roles import Role
 from ipacs.datapoints import values as typing_
 from ipacs.datapoints.value_service import shown
-from ipacs.db.base import UTCDateTime
-from ipacs.db.engine import Database
 from ipacs.db.paging import Page, PageParams
 from ipacs.errors import InvalidRequest, NotFound
 from ipacs.models import Datapoint, DatapointValue, Patient, Study
@@ -33,45 +26,10 @@ from ipacs.search import repository
 from ipacs.search.repository import Target
 from ipacs.search.schemas import Operator, PatientResult, SearchResponse, StringQuery, StudyResult
 
-# The built-in columns of a CSV export, in order: (header, column). For studies,
-# `patient_pk` is the patient's id and `patient_id` its PatientID.
-PATIENT_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("id", Patient.id),
-    ("uuid", Patient.uuid),
-    ("project_id", Patient.project_id),
-    ("patient_id", Patient.patient_id),
-    ("patient_name", Patient.patient_name),
-    ("birth_date", Patient.birth_date),
-    ("sex", Patient.sex),
-    ("created_at", Patient.created_at),
-    ("updated_at", Patient.updated_at),
-)
-STUDY_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("id", Study.id),
-    ("uuid", Study.uuid),
-    ("study_instance_uid", Study.study_instance_uid),
-    ("patient_pk", Study.patient_id),
-    ("patient_id", Patient.patient_id),
-    ("project_id", Study.project_id),
-    ("accession_number", Study.accession_number),
-    ("study_date", Study.study_date),
-    ("study_time", Study.study_time),
-    ("description", Study.description),
-    ("modalities", Study.modalities),
-    ("visit", Study.visit),
-    ("status", Study.status),
-    ("series_count", Study.series_count),
-    ("instance_count", Study.instance_count),
-    ("size_bytes", Study.size_bytes),
-    ("created_at", Study.created_at),
-    ("updated_at", Study.updated_at),
-)
 # A number in a query string: 18, -3, 70.5, 1e3 (not nan, inf or 0x10).
 NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 # The datapoint search's operators as the query language writes them.
 COMPARISONS: dict[str, QueryOperator] = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-# Rows fetched (and written) at a time by a CSV export.
-CSV_BATCH_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -117,90 +75,6 @@ def search(session: Session, caller: Caller, project_id: int, body: StringQuery)
         else:
             results.append(StudyResult.model_validate(item).model_copy(update={"values": extra}))
     return SearchResponse(results=results, total=total, next_after=next_after)
-
-
-def _moment_text(value: datetime) -> str:
-    # UTCDateTime columns read back in UTC.
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def _datetime_text(text: str) -> str:
-    """The canonical form of a stored datetime: its sortable form drops a zero fraction."""
-    return text[:-8] + "Z" if text.endswith(".000000Z") else text
-
-
-# A value's canonical text (as typing_.text_form writes its JSON form), from its
-# sortable forms (num_value, text_value): an export reads those, with no JSON to decode.
-TEXT_FORMS: dict[str, Callable[[float, str], str]] = {
-    "integer": lambda num, _: str(int(num)),
-    "decimal": lambda num, _: str(float(num)),
-    "boolean": lambda num, _: "true" if num else "false",
-    "datetime": lambda _, text: _datetime_text(text),
-    "date": lambda _, text: text,
-    "string": lambda _, text: text,
-    "choice": lambda _, text: text,
-}
-# The types whose text_value is their canonical text as it is.
-TEXT_AS_STORED = ("date", "string", "choice")
-
-
-def _builtin_columns(target: Target) -> tuple[tuple[str, Any], ...]:
-    return PATIENT_COLUMNS if target == "patients" else STUDY_COLUMNS
-
-
-def csv_header(found: SearchPlan) -> list[str]:
-    """The built-in columns, then one column per datapoint name that applies."""
-    builtin = [name for name, _ in _builtin_columns(found.target)]
-    return [*builtin, *dict.fromkeys(d.name for d in found.datapoints)]
-
-
-def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
-    """Every match as CSV, one batch of rows at a time, from one snapshot.
-
-    Runs in a read transaction of its own (the request's is over once the
-    response starts). The matches come from one execution of the query,
-    streamed; each batch's values come from one more query.
-    """
-    columns = _builtin_columns(found.target)
-    names = list(dict.fromkeys(d.name for d in found.datapoints))
-    slot = {name: i for i, name in enumerate(names)}
-    # datapoint id -> (its cell in a line, its text from (num_value, text_value) or None: text_value)
-    column_of = {
-        d.id: (len(columns) + slot[d.name], None if d.type in TEXT_AS_STORED else TEXT_FORMS[d.type])
-        for d in found.datapoints
-    }
-    # The csv module writes None as an empty cell, and dates, UUIDs and numbers as their
-    # str(), which is their canonical text; datetimes need a Z.
-    moments = [i for i, (_, column) in enumerate(columns) if isinstance(column.type, UTCDateTime)]
-    blank = [""] * len(names)
-    patient_at = 0 if found.target == "patients" else 3  # the position of the patient's id
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_header(found))
-    yield buffer.getvalue().encode()
-    statement = found.statements.full.with_only_columns(*(column for _, column in columns))
-    with database.session() as session:
-        if not database.is_sqlite:
-            # One snapshot for the query and every batch's values.
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        for batch in repository.stream_rows(session, statement, CSV_BATCH_SIZE):
-            buffer.seek(0)
-            buffer.truncate()
-            lines = [[*row, *blank] for row in batch]
-            by_patient: dict[int, list[list[Any]]] = defaultdict(list)  # studies share their patient's
-            for line in lines:
-                by_patient[line[patient_at]].append(line)
-                for index in moments:
-                    if line[index] is not None:
-                        line[index] = _moment_text(line[index])
-            for patient, datapoint, num, text in repository.sortable_values(session, list(by_patient)):
-                if datapoint in column_of:  # else a datapoint that no longer applies
-                    index, text_form = column_of[datapoint]
-                    cell = text if text_form is None else text_form(num, text)
-                    for line in by_patient[patient]:
-                        line[index] = cell
-            writer.writerows(lines)
-            yield buffer.getvalue().encode()
 
 
 def search_values(
