@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import PlainTextResponse
 
 from ipacs import __version__
+from ipacs.api import threads
 from ipacs.api.middleware import (
     BodySizeLimitMiddleware,
     SecurityHeadersMiddleware,
@@ -53,7 +54,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     storage = FileStore(settings.data_dir / "store")
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.upload_limiter = threads.configure(settings)
         receiver = None
         if settings.dicom_port and settings.dicom_in_app:
             # Imported here: HTTP workers of `serve --workers N` leave the DICOM port to the

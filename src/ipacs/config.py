@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     workers: int = 1
     dicom_port: int = 11112
     dicom_ae_title: str = "IPACS"
+    # Worker threads per process for requests (blocking database work), and how many
+    # DICOM uploads (HTTP, STOW-RS) a process reads at once, each holding a thread of
+    # its own for its whole body. Few request threads: each extra one only adds
+    # turns on the GIL.
+    threads: int = 8
+    concurrent_uploads: int = 16
 
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
@@ -60,6 +66,8 @@ class Settings(BaseSettings):
     # runs several workers and keeps the receiver in the supervisor).
     dicom_in_app: bool = True
     sqlite_busy_timeout_ms: int = 30000
+    # `ipacs store sweep` leaves files younger than this alone (seconds).
+    store_sweep_grace: int = 3600
 
     @property
     def effective_database_url(self) -> str:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ipacs.api import threads
 from ipacs.api.deps import CurrentUser, SessionDep
 from ipacs.api.paging import PageDep, set_page_headers
 from ipacs.auth.caller import Caller
@@ -62,7 +63,9 @@ async def upload_dicom(project_id: int, request: Request, caller: CurrentUser) -
     await run_in_threadpool(_check_upload, state.database, caller, project_id)
     limits = UploadLimits(state.settings.max_upload_bytes, state.settings.max_instance_bytes)
     upload = Upload(state.storage, state.ingestor, project_id, limits, actor=caller)
-    summary = await run_in_threadpool(upload.run, request.headers.get("content-type"), body_chunks(request))
+    summary = await threads.run_upload(
+        request, upload.run, request.headers.get("content-type"), body_chunks(request)
+    )
     return UploadSummaryOut(
         stored=summary.stored,
         duplicates=summary.duplicates,

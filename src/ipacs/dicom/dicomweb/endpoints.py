@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ipacs.api import threads
 from ipacs.api.deps import CurrentUser, SessionDep
 from ipacs.db.engine import Database
 from ipacs.dicom import service as dicom_service
@@ -95,7 +96,7 @@ def _query(request: Request, level: Level) -> Any:
 
 def build_router(scoped: bool) -> APIRouter:
     """The DICOMweb routes for one root: all readable projects, or one project."""
-    root_dependency: Callable[..., Root] = _one_project if scoped else _all_projects
+    root_dependency: Callable[..., Any] = _one_project if scoped else _all_projects
     RootDep = Annotated[Root, Depends(root_dependency)]
     router = APIRouter(
         prefix=PROJECT_PREFIX if scoped else PREFIX,
@@ -241,7 +242,8 @@ async def store_instances(project_id: int, request: Request, caller: CurrentUser
     wado.require_json(wado.parse_accept(request.headers.get("accept")))
     await run_in_threadpool(_check_store, state.database, caller, project_id)
     limits = UploadLimits(state.settings.max_upload_bytes, state.settings.max_instance_bytes)
-    outcomes = await run_in_threadpool(
+    outcomes = await threads.run_upload(
+        request,
         stow.store,
         state.database,
         state.storage,
