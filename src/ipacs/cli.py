@@ -1,4 +1,4 @@
-"""The `ipacs` command: serve, db, user, demo.
+"""The `ipacs` command: serve, db, user, store, demo.
 
 Every command opens its own transactions around the same services the HTTP
 API uses, so the command line follows the same rules and leaves the same
@@ -26,6 +26,7 @@ from ipacs.config import Settings, get_settings
 from ipacs.db.engine import Database
 from ipacs.db.migrate import upgrade_to_head
 from ipacs.dicom.receiver import Receiver
+from ipacs.dicom.removal import sweep_unreferenced
 from ipacs.dicom.storage import FileStore
 from ipacs.errors import IpacsError
 from ipacs.telemetry.log_format import log_config
@@ -36,8 +37,10 @@ from ipacs.users.schemas import UserCreate, UserUpdate
 app = typer.Typer(help="iPACS research-imaging archive.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_app = typer.Typer(help="User accounts on this server's database.", no_args_is_help=True)
+store_app = typer.Typer(help="The DICOM file store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
+app.add_typer(store_app, name="store")
 register_remote_commands(app)  # login, projects, patients, search, upload, ... (ipacs.client)
 console = Console()
 err_console = Console(stderr=True)
@@ -253,6 +256,36 @@ def user_enable(username: str) -> None:
             raise typer.Exit(1)
         user_service.update_user(session, None, username, UserUpdate(is_active=True), Passwords(settings))
     console.print(f"enabled {username}")
+
+
+@store_app.command("sweep")
+def store_sweep(
+    grace: Annotated[
+        int | None,
+        typer.Option(help="leave files younger than this many seconds (IPACS_STORE_SWEEP_GRACE, 3600)"),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would go, remove nothing")] = False,
+) -> None:
+    """Remove stored files no instance names (left by a crash); safe while servers run."""
+    settings = get_settings()
+    database = _database(settings)
+    try:
+        grace_seconds = settings.store_sweep_grace if grace is None else grace
+        report = sweep_unreferenced(
+            database, FileStore(settings.data_dir / "store"), grace_seconds, dry_run=dry_run
+        )
+    finally:
+        database.dispose()
+    if dry_run:
+        console.print(
+            f"{report.checked} files in the store, {report.unreferenced} named by no instance "
+            f"(would be removed), {report.recent} younger than {grace_seconds} s left alone"
+        )
+    else:
+        console.print(
+            f"{report.checked} files in the store, {report.removed} named by no instance removed "
+            f"({report.removed_bytes} bytes), {report.recent} younger than {grace_seconds} s left alone"
+        )
 
 
 @app.command()

@@ -1,9 +1,12 @@
 """The file store: content-addressed by SHA-256, written durably before it is indexed.
 
 A file is first written to `tmp/`, fsynced, then renamed to
-`objects/ab/cd/<sha256>` and the directory fsynced. Only then does ingest
-commit its database row, so a crash leaves either nothing indexed or a
-complete file behind its row. Temp files are swept when the server starts.
+`objects/ab/cd/<sha256>` and the directory fsynced (and, when `ab/` or `cd/`
+was created for it, the directory it was created in, so that the new entry
+survives a power cut too). Only then does ingest commit its database row, so
+a crash leaves either nothing indexed or a complete file behind its row.
+Temp files are swept when the server starts; files no row names any more,
+by `ipacs store sweep` (removal.py).
 
 `Storage` is the interface ingest uses; a store for S3-compatible object
 storage can implement it without touching ingest.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -33,6 +37,16 @@ class StagedFile:
     size: int
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """A file in the store, as a listing sees it."""
+
+    key: str
+    sha256: str
+    size: int
+    modified: float  # POSIX time of its last change
+
+
 class Storage(Protocol):
     def stage(self, chunks: Iterable[bytes], limit: int | None = None) -> StagedFile: ...
     def promote(self, staged: StagedFile) -> str: ...
@@ -40,10 +54,14 @@ class Storage(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def list_objects(self) -> Iterator[StoredObject]: ...
 
 
 class TooLarge(Exception):
     """More bytes than the caller allowed."""
+
+
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -52,6 +70,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_dirs_durably(path: Path) -> None:
+    """`mkdir -p`, fsyncing the parent of each directory found missing, so that the new
+    directory's entry is on disk before anything renamed into it is acknowledged."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        # Made meanwhile by another writer: its parent is synced here too, since this
+        # writer's acknowledgement must not depend on the other's fsync having happened.
+        directory.mkdir(exist_ok=True)
+        _fsync_dir(directory.parent)
 
 
 class StagingWriter:
@@ -88,8 +120,8 @@ class FileStore:
         self.root = root
         self.tmp = root / "tmp"
         self.objects = root / "objects"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.objects.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(self.tmp)
+        make_dirs_durably(self.objects)
 
     def temp_path(self, suffix: str = "") -> Path:
         """A new empty file in the temp area (swept at start if left behind)."""
@@ -139,7 +171,7 @@ class FileStore:
         """Move a staged file into the store, durably; returns its key."""
         key = self.key_for(staged.sha256)
         target = self.path_of(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(target.parent)
         if target.exists():
             # Same content already stored (content addressing): nothing to write.
             staged.path.unlink(missing_ok=True)
@@ -160,6 +192,23 @@ class FileStore:
     def delete(self, key: str) -> None:
         self.path_of(key).unlink(missing_ok=True)
 
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Every file in `objects/` named as the store names files (ab/cd/<sha256>), in no order.
+        Anything else there is not the store's, and is not listed."""
+        for top in _subdirectories(self.objects):
+            for sub in _subdirectories(Path(top.path)):
+                for entry in _entries(Path(sub.path)):
+                    name = entry.name
+                    if not (SHA256_NAME.fullmatch(name) and name[:2] == top.name and name[2:4] == sub.name):
+                        continue
+                    try:
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        stat = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # removed meanwhile
+                        continue
+                    yield StoredObject(self.key_for(name), name, stat.st_size, stat.st_mtime)
+
     def read_chunks(self, key: str) -> Iterator[bytes]:
         with self.open(key) as f:
             while chunk := f.read(CHUNK):
@@ -176,3 +225,15 @@ class FileStore:
                     entry.unlink()
                 removed += 1
         return removed
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def _subdirectories(directory: Path) -> list[os.DirEntry[str]]:
+    return [e for e in _entries(directory) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
