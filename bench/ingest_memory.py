@@ -80,9 +80,8 @@ class Shape:
 
     def describe(self, count: int) -> str:
         what = "single-frame" if self.frames == 1 else f"{self.frames:,} frames"
-        return (
-            f"`{self.name}`: {count:,} instances of {what} 512x512 16-bit ({_mib(self.instance_bytes)} each)"
-        )
+        instances = "1 instance" if count == 1 else f"{count:,} instances"
+        return f"`{self.name}`: {instances} of {what} 512x512 16-bit ({_mib(self.instance_bytes)} each)"
 
 
 @dataclass
