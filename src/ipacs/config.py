@@ -21,11 +21,10 @@ class Settings(BaseSettings):
     workers: int = 1
     dicom_port: int = 11112
     dicom_ae_title: str = "IPACS"
-    # Worker threads per process for requests (blocking database work), and how many
-    # DICOM uploads (HTTP, STOW-RS) a process reads at once, each holding a thread of
-    # its own for its whole body. Few request threads: each extra one only adds
-    # turns on the GIL.
-    threads: int = 8
+    # Worker threads per process for requests (blocking database work; anyio's default),
+    # and how many DICOM uploads (HTTP, STOW-RS) a process reads at once, each holding a
+    # thread of its own for its whole body.
+    threads: int = 40
     concurrent_uploads: int = 16
 
     log_format: Literal["json", "text"] = "json"

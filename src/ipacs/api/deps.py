@@ -12,11 +12,16 @@ wake-up, a GIL hand-over, a loop wake-up) cost as much as a query.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -107,16 +112,38 @@ def _roll_back(session: Session) -> None:
         session.close()
 
 
+# SQLite has one writer. A request that holds its write lock needs a worker thread
+# again before it can commit (FastAPI validates a sync endpoint's response in the pool
+# before dependencies exit): if every thread waited in BEGIN IMMEDIATE, none would be
+# left for it. So a process's write requests queue here, without holding threads,
+# and at most one waits in SQLite; other processes' writers are bounded by its busy
+# timeout. One gate per event loop: a server process has one.
+_write_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _write_gate() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    gate = _write_gates.get(loop)
+    if gate is None:
+        gate = _write_gates[loop] = asyncio.Lock()
+    return gate
+
+
 async def get_db(request: Request) -> AsyncIterator[Session]:
     database: Database = request.app.state.database
-    # Making a session does no I/O: its connection is taken on first use, in the endpoint's thread.
-    session = database.session(write=request.method not in SAFE_METHODS)
-    try:
-        yield session
-    except BaseException:
-        await run_in_threadpool(_roll_back, session)
-        raise
-    await run_in_threadpool(_commit, session)
+    write = request.method not in SAFE_METHODS
+    async with _write_gate() if write and database.is_sqlite else contextlib.nullcontext():
+        # Making a session does no I/O: its connection is taken on first use, in the endpoint's thread.
+        session = database.session(write=write)
+        # The transaction's end runs outside the request pool, as FastAPI runs the exit of a
+        # plain `def` dependency, so that it never waits for a thread while holding locks.
+        end = anyio.CapacityLimiter(1)
+        try:
+            yield session
+        except BaseException:
+            await anyio.to_thread.run_sync(_roll_back, session, limiter=end)
+            raise
+        await anyio.to_thread.run_sync(_commit, session, limiter=end)
 
 
 CurrentUser = Annotated[Caller, Depends(get_caller)]
