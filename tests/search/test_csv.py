@@ -256,7 +256,8 @@ RAW_VALUES = {
     "datetime": st.datetimes(
         min_value=datetime(1000, 1, 1), timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])
     ).map(lambda m: m.isoformat()),
-    "string": st.text(max_size=50),
+    # Without NUL, which request bodies may not hold (and PostgreSQL cannot store).
+    "string": st.text(st.characters(exclude_characters="\x00"), max_size=50),
     "choice": st.sampled_from(["A", "b c", "é"]),
 }
 
@@ -281,7 +282,7 @@ def test_export_text_from_sortable_forms_is_the_canonical_text(
         literal(num, Float).label("num_value"), literal(text, String).label("text_value")
     ).subquery()
     with database.session() as session:
-        cell = session.scalar(select(export.value_cell(dp_type, stored.c)))
+        cell = session.scalar(select(export.value_cell(dp_type, stored.c.num_value, stored.c.text_value)))
     assert _as_written(cell) == typing_.text_form(dp_type, shown(dp_type, value))
 
 

@@ -18,7 +18,19 @@ import io
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Date, Select, String, Uuid, case, cast, func, literal_column
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Date,
+    Select,
+    String,
+    Uuid,
+    case,
+    cast,
+    func,
+    literal_column,
+    true,
+)
 from sqlalchemy import select as select_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
@@ -118,45 +130,70 @@ def builtin_cell(column: Any) -> ColumnElement[Any]:
     return column  # type: ignore[no-any-return]
 
 
-def value_cell(dp_type: str, value: Any) -> ColumnElement[Any]:
-    """A value's cell from its sortable forms, in the canonical text of its type (as
-    datapoints.values.text_form writes it), or as a number the csv module writes so:
-    an integer as an int, a decimal as the float it is (`80.0`, `70.5`)."""
+def value_cell(dp_type: str, num: Any, text: Any) -> ColumnElement[Any]:
+    """A value's cell from its sortable forms (`num`, `text`: num_value, text_value, or
+    expressions of them), in the canonical text of its type (as datapoints.values.text_form
+    writes it), or as a number the csv module writes so: an integer as an int, a decimal
+    as the float it is (`80.0`, `70.5`). No value (NULL) stays NULL: an empty cell."""
     match dp_type:
         case "integer":
-            return cast(value.num_value, BigInteger)
+            return cast(num, BigInteger)
         case "decimal":
-            return value.num_value  # type: ignore[no-any-return]
+            return num  # type: ignore[no-any-return]
         case "boolean":
-            return case((value.num_value == 0, literal_column("'false'")), else_=literal_column("'true'"))
+            return case((num == 0, literal_column("'false'")), (num != 0, literal_column("'true'")))
         case "datetime":
             # The sortable form always has six fraction digits; the canonical text has none
             # when they are all zero.
-            return func.replace(value.text_value, literal_column("'.000000Z'"), literal_column("'Z'"))
-    return value.text_value  # type: ignore[no-any-return]
+            return func.replace(text, literal_column("'.000000Z'"), literal_column("'Z'"))
+    return text  # type: ignore[no-any-return]
 
 
-def _value_columns(datapoints: list[Datapoint], subject: Any) -> tuple[list[Any], list[list[int]]]:
-    """One subquery per datapoint name and type, and for each CSV column the positions of
-    its subqueries among them.
+def _value_groups(datapoints: list[Datapoint]) -> list[tuple[str, str, list[int]]]:
+    """(name, type, datapoint ids): the datapoints that one subquery or aggregate reads.
 
     A patient has values only of the datapoints that apply in its project, and a name
-    is unique in a lineage, so at most one of a column's datapoints has a value: a
-    name defined with several types (in sibling projects) takes a subquery per type,
-    of which at most one answers.
+    is unique in a lineage, so at most one of a column's datapoints has a value: a name
+    defined with one type in several (sibling) projects is read at once, and a name
+    defined with several types takes one read per type, of which at most one answers.
     """
     groups: dict[tuple[str, str], list[int]] = {}
     for d in datapoints:
         groups.setdefault((d.name, d.type), []).append(d.id)
-    columns: list[Any] = []
-    positions: dict[str, list[int]] = {}
-    for (name, dp_type), ids in groups.items():
+    return [(name, dp_type, ids) for (name, dp_type), ids in groups.items()]
+
+
+def _which(column: Any, ids: list[int]) -> ColumnElement[bool]:
+    return column == ids[0] if len(ids) == 1 else column.in_(ids)  # type: ignore[no-any-return]
+
+
+def _with_value_subqueries(
+    statement: Select[Any], groups: list[tuple[str, str, list[int]]], subject: Any
+) -> Select[Any]:
+    """One correlated subquery per group, each an index lookup by patient and datapoint."""
+    columns = []
+    for _, dp_type, ids in groups:
         value = aliased(DatapointValue)
-        which = value.datapoint_id == ids[0] if len(ids) == 1 else value.datapoint_id.in_(ids)
-        rows = select_(value_cell(dp_type, value)).where(value.patient_id == subject, which)
-        positions.setdefault(name, []).append(len(columns))
-        columns.append(rows.limit(1).scalar_subquery() if len(ids) > 1 else rows.scalar_subquery())
-    return columns, list(positions.values())
+        cell = value_cell(dp_type, value.num_value, value.text_value)
+        rows = select_(cell).where(value.patient_id == subject, _which(value.datapoint_id, ids))
+        columns.append((rows.limit(1) if len(ids) > 1 else rows).scalar_subquery())
+    return statement.add_columns(*columns)
+
+
+def _with_value_aggregate(
+    statement: Select[Any], groups: list[tuple[str, str, list[int]]], subject: Any, left: Any
+) -> Select[Any]:
+    """Every value of the row's patient read at once, by one LATERAL subquery that
+    aggregates them into one column per group (PostgreSQL): one index scan per row,
+    where a subquery per value cost PostgreSQL nearly three times the CPU."""
+    value = aliased(DatapointValue)
+    cells = []
+    for index, (_, dp_type, ids) in enumerate(groups):
+        which = _which(value.datapoint_id, ids)
+        num, text = func.max(value.num_value).filter(which), func.max(value.text_value).filter(which)
+        cells.append(value_cell(dp_type, num, text).label(f"value_{index}"))
+    values = select_(*cells).where(value.patient_id == subject).lateral("patient_values")
+    return statement.add_columns(*values.c).join_from(left, values, true(), isouter=True)
 
 
 def _builtin_columns(target: Target) -> tuple[tuple[str, Any], ...]:
@@ -170,21 +207,27 @@ def csv_header(target: Target, datapoints: list[Datapoint]) -> list[str]:
 
 
 def export_statement(
-    full: Select[Any], target: Target, datapoints: list[Datapoint]
+    full: Select[Any], target: Target, datapoints: list[Datapoint], dialect: str
 ) -> tuple[Select[Any], Callable[[Sequence[Any]], Sequence[Any]] | None]:
     """The search's statement with the CSV's cells as its columns, and, when a name has
-    several types, how to fold a row's subqueries into one cell per name."""
+    several types, how to fold a row's cells for that name into one."""
     builtin = [builtin_cell(column) for _, column in _builtin_columns(target)]
-    subject = Patient.id if target == "patients" else Study.patient_id
-    values, positions = _value_columns(datapoints, subject)
-    statement = full.with_only_columns(*builtin, *values)
-    if all(len(p) == 1 for p in positions):
+    subject, left = (Patient.id, Patient) if target == "patients" else (Study.patient_id, Study)
+    groups = _value_groups(datapoints)
+    statement = full.with_only_columns(*builtin)
+    if dialect == "postgresql":
+        statement = _with_value_aggregate(statement, groups, subject, left)
+    else:
+        statement = _with_value_subqueries(statement, groups, subject)
+    positions: dict[str, list[int]] = {}
+    for index, (name, _, _) in enumerate(groups):
+        positions.setdefault(name, []).append(len(builtin) + index)
+    if len(positions) == len(groups):
         return statement, None
-    first = len(builtin)
+    first, folded = len(builtin), list(positions.values())
 
     def fold(row: Sequence[Any]) -> Sequence[Any]:
-        cells = [next((row[first + i] for i in p if row[first + i] is not None), None) for p in positions]
-        return [*row[:first], *cells]
+        return [*row[:first], *(next((row[i] for i in p if row[i] is not None), None) for p in folded)]
 
     return statement, fold
 
@@ -197,7 +240,9 @@ def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(csv_header(found.target, found.datapoints))
     yield buffer.getvalue().encode()
-    statement, fold = export_statement(found.statements.full, found.target, found.datapoints)
+    statement, fold = export_statement(
+        found.statements.full, found.target, found.datapoints, database.engine.dialect.name
+    )
     with database.session() as session:
         for batch in repository.stream_rows(session, statement, CSV_BATCH_SIZE):
             buffer.seek(0)
