@@ -122,7 +122,15 @@ class Authenticator:
                 current = self._find_session(db, cookie_token)
                 if current and current[0].id == caller.id:
                     return Authenticated(caller)
+            # This credential's session, looked up in the same transaction (the common case
+            # for clients that send Basic on every request and ignore the cookie).
+            token = cached.session_token
+            reused = self._find_session(db, token) if token else None
         self.throttle.record_success(username)
+        if token and reused:
+            if reused[1]:
+                self._touch(token)
+            return Authenticated(caller, token)
         with self._flight(key):
             # Reuse this credential's session while it lives, else open one.
             if cached.session_token and self.from_session(cached.session_token):
