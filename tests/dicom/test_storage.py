@@ -29,8 +29,8 @@ def test_a_new_object_directory_is_made_durable_in_its_parent(
     synced = _fsyncs(monkeypatch)
     key = store.promote(store.stage_bytes(b"first"))
     ab, cd = store.objects / key[:2], store.objects / key[:5]
-    # objects/ab/ was created in objects/, objects/ab/cd/ in ab/, the file renamed into cd/.
-    assert synced == [store.objects, ab, cd]
+    # The file renamed into cd/, objects/ab/cd/ created in ab/, objects/ab/ in objects/.
+    assert synced == [cd, ab, store.objects]
 
     synced.clear()
     store.delete(key)
@@ -43,7 +43,8 @@ def test_the_store_itself_is_made_durable_when_it_is_created(
 ) -> None:
     synced = _fsyncs(monkeypatch)
     store = FileStore(tmp_path / "data" / "store")
-    assert synced == [tmp_path, tmp_path / "data", store.root, store.root]  # data, store, tmp, objects
+    # For store/tmp/ (made in store/), store/ (in data/), data/ (in tmp_path); then store/objects/.
+    assert synced == [store.root, tmp_path / "data", tmp_path, store.root]
 
 
 def test_the_listing_holds_the_store_files_only(tmp_path: Path) -> None:

@@ -91,6 +91,10 @@ def _spool_file(*, delete: bool = False, mode: str = "wb", suffix: str = "", **k
 
 def install() -> None:
     """Make pynetdicom write received datasets to files (ours, where registered). Idempotent."""
+    if not hasattr(dimse_messages, "NamedTemporaryFile"):
+        # Another pynetdicom than the one this was written for: without our files, datasets
+        # would go to the system's temp directory and the size limit would not be enforced.
+        raise RuntimeError("pynetdicom no longer creates received datasets' files where spool.py expects")
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
     dimse_messages.NamedTemporaryFile = _spool_file  # type: ignore[attr-defined,assignment]
 
