@@ -3,6 +3,7 @@ subtree and to what the caller may read, and shaped by a capped count of what ea
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -56,10 +57,16 @@ def _base(caller: Caller, project_id: int, target: Target, *, walk: bool = False
 
 @dataclass(frozen=True)
 class Statements:
-    """How one search runs: `page` for a page in id order, `full` to count or export every match."""
+    """How one search runs: `page` for a page in id order, `full` to count or export every match.
+
+    `bounded`: `full` was planned from a driver of fewer than DRIVER_CAP rows, so it yields
+    at most that many: a page reads every matching id at once, which gives the total as
+    well, and then loads its own rows by id (one pass over the candidates instead of two).
+    """
 
     page: Select[Any]
     full: Select[Any]
+    bounded: bool = False
 
 
 def plan_statements(
@@ -92,9 +99,9 @@ def plan_statements(
         return Statements(where(None, _base(caller, project_id, target, walk=True)), where("all"))
     if driver < len(memberships):
         driven = where(driver)
-        return Statements(driven, driven)
+        return Statements(driven, driven, bounded=True)
     scoped = where(None).where(FewIn(id_column(target), in_scope))
-    return Statements(scoped, scoped)
+    return Statements(scoped, scoped, bounded=True)
 
 
 def _smallest(session: Session, subqueries: list[Select[Any]]) -> int | None:
@@ -109,13 +116,23 @@ def _smallest(session: Session, subqueries: list[Select[Any]]) -> int | None:
 
 
 def page(
-    session: Session, statements: Statements, target: Target, limit: int, after: int | None
+    session: Session, statements: Statements, target: Target, limit: int, after: int | None, *options: Any
 ) -> tuple[list[Any], int, int | None]:
+    """A page of results in id order (with ORM `options`), the total, and the next `after`."""
     column = id_column(target)
+    if statements.bounded:
+        ids = list(session.scalars(statements.full.with_only_columns(column)))
+        start = bisect_right(ids, after) if after is not None else 0
+        wanted = ids[start : start + limit + 1]
+        entity: type[Patient] | type[Study] = Patient if target == "patients" else Study
+        by_id = select(entity).options(*options).where(column.in_(wanted[:limit])).order_by(column)
+        items: list[Any] = list(session.scalars(by_id)) if wanted else []
+        return items, len(ids), items[-1].id if len(wanted) > limit else None
     counted = statements.full.with_only_columns(column).order_by(None).subquery()
     total = session.scalar(select(func.count()).select_from(counted)) or 0
-    stmt = statements.page if after is None else statements.page.where(column > after)
-    rows = list(session.scalars(stmt.limit(limit + 1)))
+    stmt = statements.page.options(*options)
+    stmt = stmt if after is None else stmt.where(column > after)
+    rows: list[Any] = list(session.scalars(stmt.limit(limit + 1)))
     items = rows[:limit]
     next_after = items[-1].id if len(rows) > limit else None
     return items, total, next_after
@@ -167,10 +184,12 @@ def plan_value_search(
     match _smallest(session, [matching, patients]):
         case 0:
             driven = base.where(FewIn(DatapointValue.id, matching))
-            return Statements(driven, driven)
+            return Statements(driven, driven, bounded=True)
         case 1:
+            # At most DRIVER_CAP patients, each with a value of at most one of the datapoints
+            # (those of one name apply in disjoint subtrees).
             scoped = base.where(FewIn(DatapointValue.patient_id, patients), *indexed)
-            return Statements(scoped, scoped)
+            return Statements(scoped, scoped, bounded=True)
     walk = base.where((DatapointValue.datapoint_id + 0).in_(datapoint_ids), test.unindexed())
     return Statements(walk, base.where(*indexed))
 
@@ -178,23 +197,29 @@ def plan_value_search(
 def value_page(session: Session, statements: Statements, params: PageParams) -> Page[DatapointValue]:
     """One page of values in id order (keyset `after` or `offset`), with the total.
 
-    The page's ids are found first, by the planned statement alone; the values
-    and their authors are then read for those ids only.
+    The page's ids are found first, by the planned statement alone (with the total, in
+    one pass, when the plan is bounded); the values and their authors are then read for
+    those ids only.
     """
-    total = session.scalar(select(func.count()).select_from(statements.full.subquery())) or 0
-    ids = statements.page
-    if params.after is not None:
-        ids = ids.where(DatapointValue.id > params.after)
-    ids = ids.order_by(DatapointValue.id).limit(params.limit + 1).offset(params.offset)
+    column = DatapointValue.id
+    if statements.bounded:
+        ids = list(session.scalars(statements.full.order_by(column)))
+        total = len(ids)
+        start = (bisect_right(ids, params.after) if params.after is not None else 0) + (params.offset or 0)
+        wanted = ids[start : start + params.limit + 1]
+    else:
+        total = session.scalar(select(func.count()).select_from(statements.full.subquery())) or 0
+        page_ids = statements.page if params.after is None else statements.page.where(column > params.after)
+        page_ids = page_ids.order_by(column).limit(params.limit + 1).offset(params.offset)
+        wanted = list(session.scalars(page_ids))
     stmt = (
         select(DatapointValue)
         .options(joinedload(DatapointValue.creator), joinedload(DatapointValue.updated_by))
-        .where(DatapointValue.id.in_(ids))
-        .order_by(DatapointValue.id)
+        .where(column.in_(wanted[: params.limit]))
+        .order_by(column)
     )
-    rows = list(session.scalars(stmt))
-    items = rows[: params.limit]
-    more = len(rows) > params.limit
+    items = list(session.scalars(stmt)) if wanted else []
+    more = len(wanted) > params.limit
     next_after = items[-1].id if more and params.offset is None else None
     next_offset = (params.offset or 0) + params.limit if more and params.offset is not None else None
     return Page(items=items, total=total, next_after=next_after, next_offset=next_offset)

@@ -4,7 +4,7 @@ scope it to the subtree the caller may read, and page or export the matches."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_
@@ -56,9 +56,9 @@ def _values_by_name(datapoints: list[Datapoint], values: dict[int, Any]) -> dict
 def search(session: Session, caller: Caller, project_id: int, body: StringQuery) -> SearchResponse:
     found = plan(session, caller, project_id, body.query, body.target)
     creator = Patient.creator if body.target == "patients" else Study.creator
-    statements = found.statements
-    statements = replace(statements, page=statements.page.options(joinedload(creator)))
-    items, total, next_after = repository.page(session, statements, body.target, body.limit, body.after)
+    items, total, next_after = repository.page(
+        session, found.statements, body.target, body.limit, body.after, joinedload(creator)
+    )
     values: dict[int, dict[int, Any]] = {}
     if body.include_values:
         patient_ids = [i.id if body.target == "patients" else i.patient_id for i in items]
