@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import csv
 import io
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -243,9 +246,56 @@ def stream_csv(database: Database, found: SearchPlan) -> Iterator[bytes]:
     statement, fold = export_statement(
         found.statements.full, found.target, found.datapoints, database.engine.dialect.name
     )
-    with database.session() as session:
-        for batch in repository.stream_rows(session, statement, CSV_BATCH_SIZE):
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(batch if fold is None else map(fold, batch))
-            yield buffer.getvalue().encode()
+    for batch in _read_ahead(database, statement):
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(batch if fold is None else map(fold, batch))
+        yield buffer.getvalue().encode()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: Exception
+
+
+_END = object()
+
+
+def _read_ahead(database: Database, statement: Select[Any]) -> Iterator[Sequence[Any]]:
+    """The statement's rows a batch at a time, read by a thread of its own one batch ahead:
+    the database reads the next batch while the caller writes this one (SQLite and psycopg
+    let go of the GIL while they work), so an export can keep two cores busy. At most
+    three batches are held: the one written, one waiting, the one being read."""
+    batches: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the caller stopped reading
+
+    def read() -> None:
+        try:
+            with database.session() as session:
+                for batch in repository.stream_rows(session, statement, CSV_BATCH_SIZE):
+                    if not put(batch):
+                        return
+        except Exception as error:  # handed over, and raised by the caller
+            put(_Failed(error))
+            return
+        put(_END)
+
+    reader = threading.Thread(target=read, name="csv-export", daemon=True)
+    reader.start()
+    try:
+        while (item := batches.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        reader.join()  # the session is closed before the export ends
