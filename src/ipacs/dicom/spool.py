@@ -96,7 +96,7 @@ def install() -> None:
         # would go to the system's temp directory and the size limit would not be enforced.
         raise RuntimeError("pynetdicom no longer creates received datasets' files where spool.py expects")
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = _spool_file  # type: ignore[attr-defined,assignment]
+    dimse_messages.NamedTemporaryFile = _spool_file
 
 
 def register(dul_thread: threading.Thread, target: SpoolTarget) -> None:
