@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ipacs.config import Settings
 from ipacs.db.engine import Database
 from ipacs.dicom.ingest import IngestBatch, Ingestor, IngestResult
-from ipacs.dicom.receiver import Receiver
+from ipacs.dicom.receiver import MAX_PDU_BYTES, Receiver
 from ipacs.dicom.storage import FileStore
 from ipacs.models import AuditEvent, Instance, Patient, Study
 from tests.dicom.world import (
@@ -325,3 +325,22 @@ def test_a_received_dataset_is_written_to_the_store_temp_area_and_renamed_into_t
     stored = settings.data_dir / "store" / "objects" / key
     assert received == [((settings.data_dir / "store" / "tmp"), stored.stat().st_ino)]
     assert _temp_area(settings) == []
+
+
+def test_senders_must_cut_an_instance_into_pdus_of_at_most_a_mebibyte(
+    world: World, database: Database, db: Session, settings: Settings
+) -> None:
+    """pynetdicom reads a whole PDU into memory: the receiver announces a bounded maximum, so a
+    sender that fills what is allowed (pynetdicom does) never sends an instance in one PDU."""
+    large = make_dataset(patient_id="LARGE", rows=1024, columns=1024)  # 2 MiB of pixels
+    with running_receiver(database, settings, None) as port:
+        assoc = associate(port, "TRIAL")
+        assert assoc.is_established
+        try:
+            assert assoc.acceptor.maximum_length == MAX_PDU_BYTES == 1024 * 1024
+            assert assoc.send_c_store(large).Status == SUCCESS
+        finally:
+            assoc.release()
+    db.expire_all()
+    assert db.scalars(select(Instance.size_bytes)).one() > 2 * MAX_PDU_BYTES
+    db.commit()
