@@ -13,10 +13,11 @@ frame by frame, never whole in memory, and removed at the end.
 
 For each server size (`--workers`), database, shape and channel a fresh `ipacs
 serve` (own data directory, Argon2 at its default 64 MiB) ingests the study
-once: `cstore`, dcmtk's storescu over one association (TCP_NODELAY=1), or `zip`,
-the study as one zip (deflate level 1) posted to `/projects/{id}/dicom` as
-`application/zip`, streamed from disk, with the Basic credentials of a `user`
-of the project.
+once: `cstore`, dcmtk's storescu over one association (TCP_NODELAY=1);
+`pynetdicom`, a pynetdicom sender over one association, which fills every PDU
+the receiver allows (storescu sends small ones); or `zip`, the study as one zip
+(deflate level 1) posted to `/projects/{id}/dicom` as `application/zip`,
+streamed from disk, with the Basic credentials of a `user` of the project.
 
 Memory is each server process's VmHWM (the kernel's high-water mark of its
 resident memory), summed over the server's processes: the supervisor and its
@@ -54,6 +55,8 @@ from pydicom.uid import (
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
     generate_uid,
 )
+from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
 
 from bench.peers.ipacs import IpacsServer
 from bench.peers.servers import Credentials, status_kib
@@ -239,6 +242,25 @@ def _storescu(server: IpacsServer, study: StudyFiles) -> None:
         raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
+def _pynetdicom(server: IpacsServer, study: StudyFiles) -> None:
+    # The files as they are on disk, in fragments as large as the receiver allows.
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    ae = AE(ae_title="BENCHPYSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 600
+    for sop_class in (MRImageStorage, MultiFrameGrayscaleWordSecondaryCaptureImageStorage):
+        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
+    if not assoc.is_established:
+        raise RuntimeError("pynetdicom: association not established")
+    try:
+        for path in study.paths:
+            status = assoc.send_c_store(path)
+            if status.get("Status") != 0:
+                raise RuntimeError(f"pynetdicom C-STORE of {path.name}: {status}")
+    finally:
+        assoc.release()
+
+
 def _upload_zip(server: IpacsServer, study: StudyFiles, archive: Path) -> None:
     url = f"{server.base_url}{server.api}/projects/{server.project_id}/dicom"
     auth = (CREDENTIALS.username, CREDENTIALS.password)
@@ -271,6 +293,8 @@ def measure(
         with RssSampler(server) as sampler:
             if channel == "cstore":
                 _storescu(server, study)
+            elif channel == "pynetdicom":
+                _pynetdicom(server, study)
             else:
                 assert archive is not None
                 _upload_zip(server, study, archive)
@@ -315,6 +339,7 @@ class Options:
 
 CHANNELS = {
     "cstore": "C-STORE (storescu, 1 association)",
+    "pynetdicom": "C-STORE (pynetdicom, 1 association)",
     "zip": "HTTP upload of one zip",
 }
 
@@ -383,6 +408,7 @@ def render(results: list[Measurement], described: dict[str, str], command: str, 
         "",
         "```",
         "TCP_NODELAY=1 storescu --aetitle BENCHSCU --call <AE> 127.0.0.1 <port> <files...>",
+        "pynetdicom AE.associate(...).send_c_store(<file>) per file, STORE_SEND_CHUNKED_DATASET",
         "POST /api/v1.0/projects/<id>/dicom  Content-Type: application/zip  (httpx, streamed from disk)",
         "```",
     ]
@@ -396,7 +422,7 @@ def parse(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--megabytes", type=int, default=1024, help="size of the study in MiB")
     parser.add_argument("--frames", type=int, default=512, help="frames per instance of the multiframe shape")
     parser.add_argument("--shapes", default="slices,multiframe")
-    parser.add_argument("--channels", default="cstore,zip")
+    parser.add_argument("--channels", default="cstore,pynetdicom,zip")
     parser.add_argument("--workers", default="1,2", help="server processes to measure, comma-separated")
     parser.add_argument("--pg-url", default=None, help="also measure on a database created on this server")
     parser.add_argument("--workdir", type=Path, default=None, help="where the study is generated (removed)")
@@ -406,7 +432,7 @@ def parse(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
     shapes = args.shapes.split(",")
     channels = args.channels.split(",")
     if not set(shapes) <= {"slices", "multiframe"} or not set(channels) <= set(CHANNELS):
-        parser.error("--shapes takes slices,multiframe and --channels cstore,zip")
+        parser.error("--shapes takes slices,multiframe and --channels cstore,pynetdicom,zip")
     if "cstore" in channels and not shutil.which("storescu"):
         parser.error("storescu (Debian's dcmtk) is needed for the cstore channel")
     options = Options(
