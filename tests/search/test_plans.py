@@ -168,9 +168,13 @@ def test_the_smallest_membership_drives(database: Database, world: SearchWorld) 
             session, Caller.from_user(admin), world.trial, "age >= 0 AND arm = 'B'", "patients"
         )
     sql = str(found.statements.page.compile(database.engine, compile_kwargs={"literal_binds": True}))
-    # arm = 'B' (one value) drives, looked up once; age >= 0 (six values) is probed per patient.
+    # arm = 'B' (one value) drives, looked up once; age >= 0 (six values) is probed for each
+    # of its patients, inside it, before any patient is read.
     driver = "patients.id IN (SELECT" if database.is_sqlite else "patients.id = ANY(ARRAY(SELECT"
     start = sql.index(driver)
-    assert "text_value" in sql[start : sql.index(")", start)]
-    assert "EXISTS (SELECT datapoint_values.patient_id" in sql and "num_value >=" in sql
+    inside = sql[start:]
+    assert "text_value" in inside[: inside.index("EXISTS")]
+    probe = inside[inside.index("EXISTS") :]
+    assert "num_value >=" in probe and "patient_id = datapoint_values_1.patient_id" in probe
+    assert sql.count("EXISTS") == 1
     assert found.statements.page is found.statements.full

@@ -38,8 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Boolean, ColumnElement, Select, and_, false, func, literal, not_, or_, select
+from sqlalchemy import Boolean, ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
@@ -69,10 +70,17 @@ def compile_query(text: str, schema: QuerySchema, target: Target) -> ColumnEleme
 
 @dataclass(frozen=True)
 class Membership:
-    """A test every result passes: `subject IN (rows)` (rows: one column of patient ids)."""
+    """A test every result passes: `subject IN (rows)` (rows: one column of patient ids).
+
+    `probe(column)` is the same test for the patient id in `column`: the rows to test
+    with EXISTS. `table` is what they read: the datapoint values (each membership under
+    an alias of its own) or the studies.
+    """
 
     subject: Any
     rows: Select[Any]
+    probe: Callable[[Any], Select[Any]]
+    table: Literal["values", "studies"]
 
 
 class CompiledQuery:
@@ -93,7 +101,7 @@ class CompiledQuery:
         """The expression with the memberships run as `driver` says (see the module docstring)."""
         if driver == "all":
             return self._all_in
-        return _Compiler(self.schema, self.target, driver).node(self.tree, conjunct=True)
+        return _Compiler(self.schema, self.target, driver, self.memberships).node(self.tree, conjunct=True)
 
 
 class FewIn(ColumnElement[bool]):
@@ -142,12 +150,16 @@ class _Compiler:
     whereas an IN there may become a scan of the subquery's result per row.
     """
 
-    def __init__(self, schema: QuerySchema, target: Target, driver: Driver) -> None:
+    def __init__(
+        self, schema: QuerySchema, target: Target, driver: Driver, known: tuple[Membership, ...] = ()
+    ) -> None:
         self.schema = schema
         self.target = target
         self.driver = driver
         self.subject = Patient.id if target == "patients" else Study.patient_id
         self.memberships: list[Membership] = []
+        # A planned statement's memberships, found by compiling the "all" form first.
+        self.known = known
 
     def node(self, node: Node, *, conjunct: bool = False, in_study: bool = False) -> ColumnElement[bool]:
         match node:
@@ -177,13 +189,15 @@ class _Compiler:
         direct: list[ColumnElement[bool]] = []
         per_study: list[ColumnElement[bool]] = []
         per_datapoint: dict[tuple[int, ...], list[ColumnElement[bool]]] = {}
+        values: dict[tuple[int, ...], Any] = {}  # the alias each datapoint's subquery reads
         for operand in operands:
             compared = self.compared_datapoint(operand)
             if not in_study and self.only_studies(operand):
                 per_study.append(self.node(operand, in_study=True))
             elif compared is not None:
                 condition, field = compared
-                per_datapoint.setdefault(field.ids, []).append(self.value_test(condition, field))
+                value = values.setdefault(field.ids, aliased(DatapointValue))
+                per_datapoint.setdefault(field.ids, []).append(self.value_test(condition, field, value))
             else:
                 direct.append(self.node(operand, conjunct=conjunct and combine is and_, in_study=in_study))
         # A group is a conjunct when the chain is, and is an AND or the group is all of it.
@@ -192,7 +206,7 @@ class _Compiler:
         if per_study:
             direct.append(self.has_study(combine(*per_study), conjunct=grouped))
         for ids, tests in per_datapoint.items():
-            direct.append(self.has_value(ids, combine(*tests), conjunct=grouped))
+            direct.append(self.has_value(ids, combine(*tests), values[ids], conjunct=grouped))
         return combine(*direct)
 
     def compared_datapoint(self, node: Node) -> tuple[Condition, DatapointField] | None:
@@ -218,57 +232,90 @@ class _Compiler:
                 return self.per_study(self.schema.lookup(node.field.name))
 
     def has_study(self, test: ColumnElement[bool], *, conjunct: bool) -> ColumnElement[bool]:
-        # correlate_except: the inner Study is always its own, even if the
-        # caller's query also reads studies.
-        probe = select(Study.id).where(Study.patient_id == Patient.id, test).correlate_except(Study)
+        def probe(patient: Any) -> Select[Any]:
+            # correlate_except: the inner Study is always its own, even if the
+            # caller's query also reads studies.
+            return select(Study.id).where(Study.patient_id == patient, test).correlate_except(Study)
+
         if conjunct:
-            return self.membership(Patient.id, select(Study.patient_id).where(test), probe)
-        return self.exists(probe)
+            return self.membership(Patient.id, select(Study.patient_id).where(test), probe, "studies")
+        return self.exists(probe(Patient.id))
 
     def has_value(
-        self, ids: tuple[int, ...], test: ColumnElement[bool] | None, *, conjunct: bool
+        self, ids: tuple[int, ...], test: ColumnElement[bool] | None, value: Any, *, conjunct: bool
     ) -> ColumnElement[bool]:
-        """Whether the subject's patient has a value of datapoint `ids` passing `test`."""
-        value = DatapointValue
+        """Whether the subject's patient has a value of datapoint `ids` passing `test`, a test
+        on `value`: an alias of DatapointValue of its own, so that this test can be probed
+        inside another one's subquery."""
         which = value.datapoint_id == ids[0] if len(ids) == 1 else value.datapoint_id.in_(ids)
         values = select(value.patient_id).where(which)
         if test is not None:
             values = values.where(test)
-        probe = values.where(value.patient_id == self.subject).correlate_except(value)
-        if conjunct:
-            return self.membership(self.subject, values, probe)
-        return self.exists(probe)
 
-    def membership(self, subject: Any, rows: Select[Any], probe: Select[Any]) -> ColumnElement[bool]:
-        """A conjunct test, written as the driver asks: IN, the driving IN, or a probe."""
+        def probe(patient: Any) -> Select[Any]:
+            return values.where(value.patient_id == patient).correlate_except(value)
+
+        if conjunct:
+            return self.membership(self.subject, values, probe, "values")
+        return self.exists(probe(self.subject))
+
+    def membership(
+        self,
+        subject: Any,
+        rows: Select[Any],
+        probe: Callable[[Any], Select[Any]],
+        table: Literal["values", "studies"],
+    ) -> ColumnElement[bool]:
+        """A conjunct test, written as the driver asks: IN, the driving IN, or a probe.
+
+        The driver's rows take the other memberships' probes, on the patient ids they
+        yield: the candidates are narrowed within the indexes before a subject is read
+        (the subjects read are then the matches, not every candidate), and those
+        memberships are true where they stand. Only a study test stays outside a study
+        driver, as both read the studies table unaliased.
+        """
         index = len(self.memberships)
-        self.memberships.append(Membership(subject, rows))
+        self.memberships.append(Membership(subject, rows, probe, table))
         if self.driver == "all":
             return subject.in_(rows)  # type: ignore[no-any-return]
+        if self.driver is None:
+            return self.exists(probe(subject))
         if self.driver == index:
-            return FewIn(subject, rows)
-        return self.exists(probe)
+            column = rows.selected_columns[0]
+            inside = [self.exists(m.probe(column)) for i, m in enumerate(self.known) if self.inside(i)]
+            return FewIn(subject, rows.where(*inside))
+        return true() if self.inside(index) else self.exists(probe(subject))
 
     def exists(self, probe: Select[Any]) -> ColumnElement[bool]:
         """EXISTS (probe). In a planned statement, OFFSET 0 keeps PostgreSQL from turning it
         into a join planned from its misjudged estimates: it stays an index probe per row."""
         return (probe if self.driver == "all" else probe.offset(0)).exists()
 
+    def inside(self, index: int) -> bool:
+        """Whether membership `index` is tested inside the driver's rows."""
+        driver = self.driver
+        assert isinstance(driver, int)
+        if index == driver:
+            return False
+        return "values" in (self.known[index].table, self.known[driver].table)
+
     def condition(self, node: Condition, field: SchemaField, *, conjunct: bool) -> ColumnElement[bool]:
         match field, node:
             case DatapointField(), IsNull(negated=True):
-                return self.has_value(field.ids, None, conjunct=conjunct)
+                return self.has_value(field.ids, None, aliased(DatapointValue), conjunct=conjunct)
             case DatapointField(), IsNull():
-                return not_(self.has_value(field.ids, None, conjunct=False))
+                return not_(self.has_value(field.ids, None, aliased(DatapointValue), conjunct=False))
             case DatapointField(), _:
-                return self.has_value(field.ids, self.value_test(node, field), conjunct=conjunct)
+                value = aliased(DatapointValue)
+                return self.has_value(
+                    field.ids, self.value_test(node, field, value), value, conjunct=conjunct
+                )
             case AttributeField(type=kind), _ if kind == MODALITIES:
                 return modalities_condition(node, field)
             case AttributeField(), _:
                 return attribute_condition(node, field)
 
-    def value_test(self, node: Condition, field: DatapointField) -> ColumnElement[bool]:
-        value = DatapointValue
+    def value_test(self, node: Condition, field: DatapointField, value: Any) -> ColumnElement[bool]:
         column = value.num_value if sortable_column(field.type) == "num" else value.text_value
         return column_test(node, field, column)
 
