@@ -194,12 +194,15 @@ def plan_value_search(
     return Statements(walk, base.where(*indexed))
 
 
-def value_page(session: Session, statements: Statements, params: PageParams) -> Page[DatapointValue]:
-    """One page of values in id order (keyset `after` or `offset`), with the total.
+def value_page(
+    session: Session, statements: Statements, params: PageParams
+) -> tuple[Page[DatapointValue], dict[int, Patient]]:
+    """One page of values in id order (keyset `after` or `offset`), with the total, and
+    the page's patients by id.
 
     The page's ids are found first, by the planned statement alone (with the total, in
-    one pass, when the plan is bounded); the values and their authors are then read for
-    those ids only.
+    one pass, when the plan is bounded); the values, their authors and their patients
+    are then read for those ids only, in one query.
     """
     column = DatapointValue.id
     if statements.bounded:
@@ -213,16 +216,19 @@ def value_page(session: Session, statements: Statements, params: PageParams) -> 
         page_ids = page_ids.order_by(column).limit(params.limit + 1).offset(params.offset)
         wanted = list(session.scalars(page_ids))
     stmt = (
-        select(DatapointValue)
+        select(DatapointValue, Patient)
+        .join(Patient, Patient.id == DatapointValue.patient_id)
         .options(joinedload(DatapointValue.creator), joinedload(DatapointValue.updated_by))
         .where(column.in_(wanted[: params.limit]))
         .order_by(column)
     )
-    items = list(session.scalars(stmt)) if wanted else []
+    rows = list(session.execute(stmt)) if wanted else []
+    items = [value for value, _ in rows]
     more = len(wanted) > params.limit
     next_after = items[-1].id if more and params.offset is None else None
     next_offset = (params.offset or 0) + params.limit if more and params.offset is not None else None
-    return Page(items=items, total=total, next_after=next_after, next_offset=next_offset)
+    page = Page(items=items, total=total, next_after=next_after, next_offset=next_offset)
+    return page, {patient.id: patient for _, patient in rows}
 
 
 def stream_rows(session: Session, stmt: Select[Any], size: int) -> Iterator[Sequence[Row[Any]]]:
@@ -248,10 +254,3 @@ def values_by_patient(
     for patient_id, datapoint_id, value in rows:
         found[patient_id][datapoint_id] = value
     return found
-
-
-def patients_by_id(session: Session, ids: Iterable[int]) -> dict[int, Patient]:
-    wanted = list(set(ids))
-    if not wanted:
-        return {}
-    return {p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(wanted)))}

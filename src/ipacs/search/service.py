@@ -100,8 +100,7 @@ def search_values(
     statements = repository.plan_value_search(
         session, caller, project_id, [d.id for d in datapoints], condition
     )
-    result = repository.value_page(session, statements, params)
-    patients = repository.patients_by_id(session, [v.patient_id for v in result.items])
+    result, patients = repository.value_page(session, statements, params)
     return result, patients, {d.id: d for d in datapoints}
 
 
