@@ -78,7 +78,10 @@ def _paired(ours: list[float], theirs: list[float]) -> float | None:
 def _number(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    # Below 1, two significant digits: a tiny dataset on a slow machine is not "0.0".
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
 def _ratio(value: float | None) -> str:
