@@ -53,9 +53,10 @@ def search_values(
     """Datapoint values matching `name op value` in the project subtree, with their patients."""
     result, patients, datapoints = service.search_values(db, caller, project_id, name, op, value, page)
     set_page_headers(request, response, result)
+    # Built from models already validated (a value, its patient): not validated a second time.
     return [
-        DatapointValueMatch(
-            **present(datapoints[v.datapoint_id], v.patient_id, v).model_dump(),
+        DatapointValueMatch.model_construct(
+            **dict(present(datapoints[v.datapoint_id], v.patient_id, v)),
             patient=PatientRef.model_validate(patients[v.patient_id]),
         )
         for v in result.items
