@@ -139,6 +139,47 @@ def _few_in_postgresql(element: FewIn, compiler: SQLCompiler, **kw: Any) -> str:
     return f"{subject} = ANY(ARRAY{compiler.process(element.rows.scalar_subquery(), **kw)})"
 
 
+class OfDatapoints(ColumnElement[bool]):
+    """`datapoint_id IN (ids)`, written so that SQLite reads it as an IN even for one id.
+
+    `datapoint_id = :id` in a probe that also names the patient is an equality on every
+    column of the unique (patient_id, datapoint_id) index, which SQLite then takes at
+    once, without weighing the others, and reads the value from the table; as an IN
+    (the id twice) it weighs its indexes, and answers an equality test from
+    (datapoint_id, num_value | text_value, patient_id) alone. On 1M patients, 'age = 37
+    AND ecog = 2 AND responder = true' (7,529 candidates, each probed): 45 -> 28 ms.
+    A range test still probes through the unique index: SQLite estimates a range as a
+    quarter of the datapoint's values.
+    """
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("ids", InternalTraversal.dp_clauseelement_tuple),
+    ]
+
+    def __init__(self, column: Any, ids: tuple[int, ...]) -> None:
+        self.column = column
+        self.ids = tuple(literal(i) for i in ids)
+
+
+@compiles(OfDatapoints)
+def _of_datapoints(element: OfDatapoints, compiler: SQLCompiler, **kw: Any) -> str:
+    ids = element.ids if len(element.ids) > 1 else element.ids * 2
+    listed = ", ".join(compiler.process(i, **kw) for i in ids)
+    return f"{compiler.process(element.column, **kw)} IN ({listed})"
+
+
+@compiles(OfDatapoints, "postgresql")
+def _of_datapoints_postgresql(element: OfDatapoints, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    if len(element.ids) == 1:
+        return f"{column} = {compiler.process(element.ids[0], **kw)}"
+    return f"{column} IN ({', '.join(compiler.process(i, **kw) for i in element.ids)})"
+
+
 class _Compiler:
     """Walks the tree; `conjunct` is true while every node above is an AND (or the root).
 
@@ -247,7 +288,7 @@ class _Compiler:
         """Whether the subject's patient has a value of datapoint `ids` passing `test`, a test
         on `value`: an alias of DatapointValue of its own, so that this test can be probed
         inside another one's subquery."""
-        which = value.datapoint_id == ids[0] if len(ids) == 1 else value.datapoint_id.in_(ids)
+        which = OfDatapoints(value.datapoint_id, ids)
         values = select(value.patient_id).where(which)
         if test is not None:
             values = values.where(test)
