@@ -84,6 +84,11 @@ class Conflict(IpacsError):
     code = "conflict"
 
 
+class AlreadyExists(Conflict):
+    """A row with the same unique key exists: perhaps committed by a concurrent writer a moment
+    ago, so a writer that looked first and found nothing may retry (DICOM ingest does)."""
+
+
 class PreconditionFailed(IpacsError):
     status = 412
     code = "precondition_failed"

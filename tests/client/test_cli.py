@@ -136,7 +136,8 @@ def test_download_unpacks_or_keeps_the_zip(
     datasets = make_study("P7")
     for i, ds in enumerate(datasets):
         (folder / f"{i}.dcm").write_bytes(to_bytes(ds))
-    assert cli("upload", project.full_path, str(folder)).exit_code == 0
+    uploaded = cli("upload", project.full_path, str(folder))
+    assert uploaded.exit_code == 0, uploaded.output + uploaded.stderr
     out = tmp_path / "out"
     result = cli("download", project.full_path, "P7", "-o", str(out))
     assert result.exit_code == 0, result.output

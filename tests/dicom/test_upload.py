@@ -5,15 +5,17 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ipacs.config import Settings
 from ipacs.db.engine import Database
+from ipacs.dicom import ingest
 from ipacs.models import Instance, Patient, Study
 from tests.dicom.world import (
     MAX_INSTANCE_BYTES,
@@ -94,6 +96,34 @@ def test_single_file_is_stored_and_comes_back_byte_identical(
     assert (patient.patient_id, patient.project_id, patient.patient_name) == ("SOLO", world.trial, "Doe^Jane")
     assert study.accession_number == "ACC1" and str(study.study_date) == "2024-01-02"
     assert _archive(client, db, ds.StudyInstanceUID) == {ds.SOPInstanceUID: data}
+
+
+@pytest.mark.parametrize("registered_first", ["patient", "study"])
+def test_a_patient_or_study_registered_by_another_writer_meanwhile_is_used(
+    client: TestClient, world: World, db: Session, monkeypatch: pytest.MonkeyPatch, registered_first: str
+) -> None:
+    """On PostgreSQL a concurrent upload can commit the same new patient (or study) between
+    ingest's lookup and the registering service's own check: the ingest retries and uses it
+    instead of reporting a conflict. The other writer is played by the same transaction
+    creating the row just before the service looks (the attempt then rolls it back)."""
+    name = f"register_{registered_first}"
+    real = getattr(ingest, name)
+    raced: list[bool] = []
+
+    def racing(session: Session, actor: Any, parent: Any, data: Any, **kwargs: Any) -> Any:
+        if not raced:
+            raced.append(True)
+            real(session, actor, parent, data, **kwargs)  # "the other writer"
+        return real(session, actor, parent, data, **kwargs)
+
+    monkeypatch.setattr(ingest, name, racing)
+    ds = make_dataset(patient_id="RACED")
+    summary = ok(upload(client, world.trial, to_bytes(ds), DICOM))
+    assert (summary["stored"], summary["failed"]) == (1, []) and raced == [True]
+    study = _study(db, ds.StudyInstanceUID)
+    assert db.scalar(select(func.count()).select_from(Patient).where(Patient.patient_id == "RACED")) == 1
+    assert study.instance_count == 1
+    db.commit()
 
 
 def test_zip_of_a_multi_series_study(client: TestClient, world: World, db: Session) -> None:

@@ -28,7 +28,7 @@ from ipacs.db.engine import Database
 from ipacs.dicom.header import DicomHeader, InvalidDicom, read_header
 from ipacs.dicom.removal import lock_storage_key
 from ipacs.dicom.storage import FileStore, StagedFile
-from ipacs.errors import Conflict
+from ipacs.errors import AlreadyExists, Conflict
 from ipacs.models import Instance, Patient, Project, Series, Study
 from ipacs.patients.schemas import PatientEmpty
 from ipacs.patients.service import register_patient
@@ -310,9 +310,10 @@ class Ingestor:
             for attempt in range(RETRIES):
                 try:
                     result = self._ingest_once(project_id, staged, header, batch)
-                except IntegrityError:
-                    # Another writer created the same patient/study/series first:
-                    # the next attempt finds and uses it.
+                except (IntegrityError, AlreadyExists):
+                    # Another writer created the same patient/study/series first (seen as a
+                    # unique violation, or by the registering service's own check after our
+                    # lookup found nothing): the next attempt finds and uses it.
                     if attempt == RETRIES - 1:
                         raise
                     continue

@@ -17,7 +17,7 @@ from ipacs.authz.access import check_role, effective_role, require_readable, req
 from ipacs.authz.roles import Role
 from ipacs.datapoints import repository as datapoint_repository
 from ipacs.db.paging import Page, PageParams
-from ipacs.errors import Conflict, NotFound
+from ipacs.errors import AlreadyExists, Conflict, NotFound
 from ipacs.etags import check_if_match
 from ipacs.models import Patient, Project, Study
 from ipacs.patients import repository
@@ -109,7 +109,7 @@ def register_patient(session: Session, actor: Caller | None, project: Project, d
     ingest entry points for DICOM.
     """
     if repository.find_in_project(session, project.id, data.patient_id) is not None:
-        raise Conflict(f"Patient {data.patient_id!r} already exists in project {project.name!r}")
+        raise AlreadyExists(f"Patient {data.patient_id!r} already exists in project {project.name!r}")
     patient = Patient(project_id=project.id, creator_id=actor.id if actor else None, **data.model_dump())
     session.add(patient)
     session.flush()

@@ -12,7 +12,7 @@ from ipacs.auth.caller import Caller
 from ipacs.authz.access import check_role, require_role
 from ipacs.authz.roles import Role
 from ipacs.db.paging import Page, PageParams
-from ipacs.errors import Conflict, InvalidRequest, NotFound
+from ipacs.errors import AlreadyExists, InvalidRequest, NotFound
 from ipacs.etags import check_if_match
 from ipacs.models import Patient, Project, Study
 from ipacs.patients.service import find_patient, read_patient
@@ -113,7 +113,7 @@ def register_study(
     fields = _fields(data)
     uid = fields.pop("study_instance_uid", None) or generate_uid()
     if repository.get_by_uid(session, uid) is not None:
-        raise Conflict(f"A study with StudyInstanceUID {uid} already exists")
+        raise AlreadyExists(f"A study with StudyInstanceUID {uid} already exists")
     fields["project_id"] = _study_project(session, actor, patient, fields.get("project_id", project_id))
     study = Study(
         study_instance_uid=uid, patient_id=patient.id, creator_id=actor.id if actor else None, **fields
