@@ -114,6 +114,7 @@ def analyze(database: Database, *, only_if_missing: bool) -> None:
             )
             if not stale:
                 return
+            conn.rollback()  # the check began a transaction; VACUUM runs outside one
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
 
 

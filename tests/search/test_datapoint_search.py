@@ -133,6 +133,9 @@ def test_a_match_is_the_value_with_its_patient(client: TestClient, world: Search
     assert match["value"] == 80.0 and isinstance(match["value"], float)
     assert match["version"] == 1 and match["id"] is not None and match["uuid"] is not None
     assert match["creator"]["username"] == match["updated_by"]["username"] == "member"
+    # The value exactly as the patient's own value endpoint shows it (another read path).
+    path = f"/projects/{world.trial}/patients/{t2['id']}/datapoints/{world.datapoints['weight']}"
+    assert {k: v for k, v in match.items() if k != "patient"} == ok(call(client, "GET", path, "viewer"))
     [seen] = ok(_search(client, world.trial, "seen_at", "ge", "2024-01-01T00:00:00Z"))
     assert seen["value"] == "2024-01-15T08:30:00Z"
 

@@ -6,7 +6,9 @@ it validates, keeps the replaced version in the history, and audits.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
 
 from sqlalchemy.orm import Session
 
@@ -41,7 +43,29 @@ def is_unchanged(dp_type: str, existing: DatapointValue | None, canonical: Any) 
     return existing is not None and shown(dp_type, existing.value) == shown(dp_type, canonical)
 
 
-def present(datapoint: Datapoint, patient_pk: int, value: DatapointValue | None) -> DatapointValueOut:
+class StoredValue(Protocol):
+    """What `present` reads of a value: a `DatapointValue`, or a row of the same columns
+    (the datapoint search reads plain rows)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def uuid(self) -> UUID: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def creator(self) -> object | None: ...
+    @property
+    def updated_by(self) -> object | None: ...
+
+
+def present(datapoint: Datapoint, patient_pk: int, value: StoredValue | None) -> DatapointValueOut:
     """A value as the API shows it; a missing value is shown with `value: null`."""
     if value is None:
         return DatapointValueOut(

@@ -17,7 +17,7 @@ from ipacs.datapoints import values as typing_
 from ipacs.datapoints.value_service import shown
 from ipacs.db.paging import Page, PageParams
 from ipacs.errors import InvalidRequest, NotFound
-from ipacs.models import Datapoint, DatapointValue, Patient, Study
+from ipacs.models import Datapoint, Patient, Study
 from ipacs.query import QuerySchema
 from ipacs.query.ast import Operator as QueryOperator
 from ipacs.query.compiler import CompiledQuery, contains
@@ -85,7 +85,7 @@ def search_values(
     op: Operator,
     raw: str,
     params: PageParams,
-) -> tuple[Page[DatapointValue], dict[int, Patient], dict[int, Datapoint]]:
+) -> tuple[Page[repository.ValueRow], dict[int, repository.PatientKey], dict[int, Datapoint]]:
     """Values of a datapoint matching `op value`, in the project subtree, with their patients."""
     require_role(session, caller, project_id, Role.VIEWER)
     datapoints = [d for d in repository.lineage_datapoints(session, project_id) if d.name_key == name.lower()]
