@@ -384,8 +384,8 @@ def render(results: dict[tuple[str, int], dict[str, Any]], command: str) -> str:
         for label, query, _, _ in PLANS:
             lines += [f"{label}: `{query}`", "", "```", fig["plans"][label], "```", ""]
     lines += [
-        "What limits each target, and what would move it, is discussed in the next section,",
-        "written for the run recorded here.",
+        "What limits the targets not met, and what would move them: the next section",
+        "(written by hand, for the run it names).",
         "",
     ]
     return "\n".join(lines)
