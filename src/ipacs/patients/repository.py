@@ -53,16 +53,21 @@ class PatientView:
     creator: CreatorView | None
 
 
-CREATOR_COLUMNS = (
-    User.id.label("creator_id"),
-    User.username.label("creator_username"),
-    User.full_name.label("creator_full_name"),
-)
+_AUTHOR_FIELDS = ("id", "username", "full_name")
 
 
-def creator_view(columns: dict[str, Any]) -> CreatorView | None:
-    """The creator from a row's CREATOR_COLUMNS (taken out of `columns`)."""
-    pk, username, full_name = (columns.pop(c.key) for c in CREATOR_COLUMNS)
+def author_columns(user: Any, role: str) -> tuple[Any, ...]:
+    """A user's columns labelled `{role}_id`, `{role}_username`, `{role}_full_name` (`user`:
+    `User`, or an alias of it when a row names two users)."""
+    return tuple(getattr(user, name).label(f"{role}_{name}") for name in _AUTHOR_FIELDS)
+
+
+CREATOR_COLUMNS = author_columns(User, "creator")
+
+
+def creator_view(columns: dict[str, Any], role: str = "creator") -> CreatorView | None:
+    """The user from a row's `author_columns(..., role)` (taken out of `columns`)."""
+    pk, username, full_name = (columns.pop(f"{role}_{name}") for name in _AUTHOR_FIELDS)
     return CreatorView(pk, username, full_name) if pk is not None else None
 
 

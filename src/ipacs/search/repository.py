@@ -18,6 +18,7 @@ from ipacs.auth.caller import Caller
 from ipacs.authz.access import readable_project_ids
 from ipacs.db.paging import Page, PageParams
 from ipacs.models import Datapoint, DatapointValue, Patient, ProjectClosure, Study, User
+from ipacs.patients.repository import CreatorView, author_columns, creator_view
 from ipacs.query.compiler import CompiledQuery, Driver, FewIn
 
 Target = Literal["patients", "studies"]
@@ -202,13 +203,6 @@ def plan_value_search(
 
 
 @dataclass(frozen=True, slots=True)
-class Author:
-    id: int
-    username: str
-    full_name: str
-
-
-@dataclass(frozen=True, slots=True)
 class ValueRow:
     """A matching value, with what the datapoint search shows of it."""
 
@@ -220,8 +214,8 @@ class ValueRow:
     version: int
     created_at: datetime
     updated_at: datetime
-    creator: Author | None
-    updated_by: Author | None
+    creator: CreatorView | None
+    updated_by: CreatorView | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,15 +239,11 @@ _VALUE_PAGE = (
         DatapointValue.version,
         DatapointValue.created_at,
         DatapointValue.updated_at,
-        _creator.id,
-        _creator.username,
-        _creator.full_name,
-        _updater.id,
-        _updater.username,
-        _updater.full_name,
-        Patient.uuid,
-        Patient.patient_id,
-        Patient.project_id,
+        *author_columns(_creator, "creator"),
+        *author_columns(_updater, "updated_by"),
+        Patient.uuid.label("patient_uuid"),
+        Patient.patient_id.label("patient_patient_id"),
+        Patient.project_id.label("patient_project_id"),
     )
     .join(Patient, Patient.id == DatapointValue.patient_id)
     .outerjoin(_creator, _creator.id == DatapointValue.creator_id)
@@ -262,25 +252,16 @@ _VALUE_PAGE = (
 )
 
 
-def _author(id_: int | None, username: str, full_name: str) -> Author | None:
-    return Author(id_, username, full_name) if id_ is not None else None
-
-
-def _value_row(row: Sequence[Any]) -> ValueRow:
-    """A `_VALUE_PAGE` row: the value's eight columns, then each author's three."""
-    id_, uuid, datapoint_id, patient_id, value, version, created_at, updated_at = row[:8]
-    return ValueRow(
-        id_,
-        uuid,
-        datapoint_id,
-        patient_id,
-        value,
-        version,
-        created_at,
-        updated_at,
-        creator=_author(row[8], row[9], row[10]),
-        updated_by=_author(row[11], row[12], row[13]),
+def _value_and_patient(row: Row[Any]) -> tuple[ValueRow, PatientKey]:
+    columns = dict(row._mapping)
+    patient = PatientKey(
+        columns["patient_id"],
+        columns.pop("patient_uuid"),
+        columns.pop("patient_patient_id"),
+        columns.pop("patient_project_id"),
     )
+    creator, updated_by = creator_view(columns), creator_view(columns, "updated_by")
+    return ValueRow(**columns, creator=creator, updated_by=updated_by), patient
 
 
 def value_page(
@@ -304,13 +285,14 @@ def value_page(
         page_ids = statements.page if params.after is None else statements.page.where(column > params.after)
         page_ids = page_ids.order_by(column).limit(params.limit + 1).offset(params.offset)
         wanted = list(session.scalars(page_ids))
-    rows = list(session.execute(_VALUE_PAGE.where(column.in_(wanted[: params.limit])))) if wanted else []
-    items = [_value_row(r) for r in rows]
+    page_rows = _VALUE_PAGE.where(column.in_(wanted[: params.limit]))
+    found = [_value_and_patient(row) for row in session.execute(page_rows)] if wanted else []
+    items = [value for value, _ in found]
     more = len(wanted) > params.limit
     next_after = items[-1].id if more and params.offset is None else None
     next_offset = (params.offset or 0) + params.limit if more and params.offset is not None else None
     page = Page(items=items, total=total, next_after=next_after, next_offset=next_offset)
-    return page, {r[3]: PatientKey(r[3], r[14], r[15], r[16]) for r in rows}
+    return page, {patient.id: patient for _, patient in found}
 
 
 def stream_rows(session: Session, stmt: Select[Any], size: int) -> Iterator[Sequence[Row[Any]]]:
